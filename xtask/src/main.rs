@@ -1,0 +1,149 @@
+//! Project automation. Run as `cargo xtask COMMAND`; `cargo xtask help` lists the commands.
+//!
+//! xtask never depends on tch, so that it builds on a machine with no libtorch yet: its first job is to
+//! find or install libtorch (see [`libtorch`]) and run cargo with the environment that needs.
+
+mod layering;
+mod libtorch;
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const HELP: &str = "\
+cargo xtask COMMAND
+
+commands:
+  setup                 find or install libtorch 2.13.0 and print where it is
+  env                   print shell exports so that plain `cargo build` / `cargo test` work
+  test [--slow]         fmt check, clippy -D warnings, layering checks, every test and doctest
+                        (--slow, or CI=true, also runs the slow tests)
+  bench [ARGS..]        criterion benches (ARGS go to cargo bench, e.g. `-- sphere`)
+  experiment NAME ..    run an experiment (arrives with the experiment runner)
+  help                  this text
+
+environment:
+  LIBTORCH              use this libtorch 2.13.0 folder (a standalone libtorch or a wheel's torch/)
+  LIBTORCH_USE_PYTORCH  use the torch of the Python on the path ($PYTHON, default python3)
+  MANIFOLD_GEN_CACHE    where xtask keeps its own libtorch (default ~/.cache/manifold-gen)
+";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = match args.split_first() {
+        Some((c, r)) => (c.as_str(), r),
+        None => ("help", &[][..]),
+    };
+    match cmd {
+        "setup" => {
+            let t = libtorch::ensure()?;
+            println!("libtorch {} at {} (from {})", libtorch::TORCH_VERSION, t.root.display(), t.source);
+            if let Some(python) = &t.python {
+                println!("python environment: {}", python.display());
+            }
+            Ok(())
+        }
+        "env" => {
+            let t = libtorch::ensure()?;
+            println!("export LIBTORCH={}", shell_quote(&t.root.display().to_string()));
+            println!("export LIBTORCH_CXX11_ABI=1");
+            println!(
+                "export LD_LIBRARY_PATH={}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}",
+                shell_quote(&t.root.join("lib").display().to_string())
+            );
+            println!("unset LIBTORCH_USE_PYTORCH");
+            Ok(())
+        }
+        "test" | "ci" => test(rest),
+        "bench" => bench(rest),
+        "experiment" => experiment(rest),
+        "help" | "-h" | "--help" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`; `cargo xtask help` lists the commands"),
+    }
+}
+
+/// The workspace root (the parent of xtask/).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives inside the workspace").to_path_buf()
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:=,".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// A cargo command in the workspace root with libtorch's environment.
+fn cargo(t: &libtorch::Libtorch, args: &[&str]) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root()).args(args);
+    t.apply(&mut cmd);
+    cmd
+}
+
+fn run_step(name: &str, mut cmd: Command) -> Result<()> {
+    eprintln!("xtask: {name}");
+    let status = cmd.status().with_context(|| format!("cannot start {name}"))?;
+    if !status.success() {
+        bail!("{name} failed");
+    }
+    Ok(())
+}
+
+fn test(args: &[String]) -> Result<()> {
+    let mut slow = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    for a in args {
+        match a.as_str() {
+            "--slow" => slow = true,
+            other => bail!("unknown option `{other}` for test (allowed: --slow)"),
+        }
+    }
+    let t = libtorch::ensure()?;
+    eprintln!("xtask: libtorch {} from {}", libtorch::TORCH_VERSION, t.source);
+    run_step("cargo fmt --check", cargo(&t, &["fmt", "--all", "--check"]))?;
+    layering::check(&root())?;
+    eprintln!("xtask: layering ok");
+    run_step(
+        "cargo clippy -D warnings",
+        cargo(&t, &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]),
+    )?;
+    let mut tests = cargo(&t, &["test", "--workspace", "--all-targets", "--all-features"]);
+    let mut docs = cargo(&t, &["test", "--workspace", "--doc", "--all-features"]);
+    if slow {
+        tests.env("MANIFOLD_GEN_SLOW_TESTS", "1");
+        docs.env("MANIFOLD_GEN_SLOW_TESTS", "1");
+    }
+    run_step("cargo test (unit, integration, benches in test mode)", tests)?;
+    run_step("cargo test --doc", docs)?;
+    eprintln!("xtask: all checks passed");
+    Ok(())
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let t = libtorch::ensure()?;
+    let mut cmd = cargo(&t, &["bench", "-p", "benches"]);
+    cmd.args(args);
+    run_step("cargo bench", cmd)
+}
+
+fn experiment(args: &[String]) -> Result<()> {
+    let name = args.first().map(String::as_str).unwrap_or("so3");
+    let t = libtorch::ensure()?;
+    eprintln!("xtask: libtorch {} ready from {}", libtorch::TORCH_VERSION, t.source);
+    bail!(
+        "experiment `{name}` is not available yet: the experiment runner (crates/experiments) arrives with the MAD \
+         end-to-end work; today this command only sets up libtorch"
+    )
+}

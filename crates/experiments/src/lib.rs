@@ -1,0 +1,15 @@
+//! Datasets, metrics, experiment configurations, runs, reports and plots.
+//!
+//! This crate alone reads and writes files, parses command lines and prints; the library crates below it
+//! return values and errors.
+//!
+//! ```
+//! use experiments::data::parse_lat_lon;
+//!
+//! let rows = parse_lat_lon("# a comment\nlat,lon\n10.5,-20\n", "inline.csv").unwrap();
+//! assert_eq!(rows, vec![(10.5, -20.0)]);
+//! let err = parse_lat_lon("10.5,-20\n1,2,3\n", "inline.csv").unwrap_err();
+//! assert!(err.to_string().starts_with("inline.csv:2:"));
+//! ```
+
+pub mod data;

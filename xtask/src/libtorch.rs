@@ -22,8 +22,10 @@ pub struct Libtorch {
     pub root: PathBuf,
     /// Where it came from, for messages.
     pub source: String,
-    /// The project's Python environment, when the libtorch came from the cache.
+    /// The Python that holds this libtorch (the project's own environment when `own_env`), if any.
     pub python: Option<PathBuf>,
+    /// Whether `python` is the project's own environment (xtask may install packages into it).
+    pub own_env: bool,
 }
 
 impl Libtorch {
@@ -70,12 +72,12 @@ pub fn ensure() -> Result<Libtorch> {
     if let Some(root) = std::env::var_os("LIBTORCH").filter(|d| !d.is_empty()) {
         let root = PathBuf::from(root);
         check_folder(&root).with_context(|| format!("LIBTORCH={} is not usable", root.display()))?;
-        return Ok(Libtorch { root, source: "LIBTORCH".into(), python: None });
+        return Ok(Libtorch { root, source: "LIBTORCH".into(), python: None, own_env: false });
     }
     if std::env::var_os("LIBTORCH_USE_PYTORCH").is_some_and(|v| !v.is_empty()) {
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         let root = torch_dir_of(Path::new(&python)).context("LIBTORCH_USE_PYTORCH is set")?;
-        return Ok(Libtorch { root, source: format!("{python} (LIBTORCH_USE_PYTORCH)"), python: Some(python.into()) });
+        return Ok(Libtorch { root, source: format!("{python} (LIBTORCH_USE_PYTORCH)"), python: Some(python.into()), own_env: false });
     }
     let base = cache_dir()?.join(format!("torch-{TORCH_VERSION}"));
     let venv = base.join("venv");
@@ -83,7 +85,7 @@ pub fn ensure() -> Result<Libtorch> {
     if let Ok(text) = std::fs::read_to_string(&marker) {
         let root = PathBuf::from(text.trim());
         if root.join("lib").join("libtorch_cpu.so").exists() {
-            return Ok(Libtorch { root, source: format!("cache {}", base.display()), python: Some(venv.join("bin/python")) });
+            return Ok(Libtorch { root, source: format!("cache {}", base.display()), python: Some(venv.join("bin/python")), own_env: true });
         }
     }
     install(&base, &venv)?;
@@ -93,7 +95,7 @@ pub fn ensure() -> Result<Libtorch> {
     let tmp = base.join(format!("ready.tmp{}", std::process::id()));
     std::fs::write(&tmp, root.display().to_string()).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &marker).with_context(|| format!("cannot write {}", marker.display()))?;
-    Ok(Libtorch { root, source: format!("cache {}", base.display()), python: Some(python) })
+    Ok(Libtorch { root, source: format!("cache {}", base.display()), python: Some(python), own_env: true })
 }
 
 /// Creates the virtual environment (if absent) and installs torch into it.
@@ -129,6 +131,29 @@ fn install(base: &Path, venv: &Path) -> Result<()> {
         .context("cannot run pip")?;
     if !status.success() {
         bail!("`pip install torch=={TORCH_VERSION}` failed (see pip's output above): check that PyPI is reachable and the disk has about 6 GB free, then run again; or set LIBTORCH to an existing libtorch {TORCH_VERSION}");
+    }
+    Ok(())
+}
+
+/// Makes sure `python` can import `modules`, installing `packages` with pip when it is the project's own
+/// environment; otherwise errors with what to install.
+pub fn ensure_python_packages(python: &Path, own_env: bool, modules: &[&str], packages: &[&str]) -> Result<()> {
+    let probe = format!("import {}", modules.join(", "));
+    let have = Command::new(python).args(["-c", &probe]).output().map(|o| o.status.success()).unwrap_or(false);
+    if have {
+        return Ok(());
+    }
+    if !own_env {
+        bail!("{} cannot import {}: `pip install {}` into it", python.display(), modules.join(", "), packages.join(" "));
+    }
+    eprintln!("xtask: installing {} into the project's Python environment", packages.join(" "));
+    let status = Command::new(python)
+        .args(["-m", "pip", "install", "--disable-pip-version-check"])
+        .args(packages)
+        .status()
+        .context("cannot run pip")?;
+    if !status.success() {
+        bail!("`pip install {}` failed (see pip's output above): check that PyPI is reachable", packages.join(" "));
     }
     Ok(())
 }

@@ -19,6 +19,8 @@ commands:
   test [--slow]         fmt check, clippy -D warnings, layering checks, every test and doctest
                         (--slow, or CI=true, also runs the slow tests)
   bench [ARGS..]        criterion benches (ARGS go to cargo bench, e.g. `-- sphere`)
+  bench peers [--json FILE] [--quick]
+                        the same workloads in NumPy/SciPy, with the throughput ratio ours/peer
   experiment NAME ..    run an experiment (arrives with the experiment runner)
   help                  this text
 
@@ -133,9 +135,48 @@ fn test(args: &[String]) -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     let t = libtorch::ensure()?;
+    if args.first().map(String::as_str) == Some("peers") {
+        return bench_peers(&t, &args[1..]);
+    }
     let mut cmd = cargo(&t, &["bench", "-p", "benches"]);
     cmd.args(args);
     run_step("cargo bench", cmd)
+}
+
+/// The peer harness: our side (a release binary of the benches crate) times each workload and writes its
+/// inputs and outputs; a Python script runs the same work in NumPy/SciPy (and PyTorch), checks both against
+/// a reference, and prints the ratios.
+fn bench_peers(t: &libtorch::Libtorch, args: &[String]) -> Result<()> {
+    let mut json = None;
+    let mut quick = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--json" => json = Some(it.next().context("--json needs a file name")?.clone()),
+            "--quick" => quick = true,
+            other => bail!("unknown option `{other}` for bench peers (allowed: --json FILE, --quick)"),
+        }
+    }
+    let python = match &t.python {
+        Some(p) => p.clone(),
+        None => PathBuf::from(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())),
+    };
+    libtorch::ensure_python_packages(&python, t.own_env, &["numpy", "scipy"], &["numpy", "scipy"])?;
+    let dir = root().join("target").join("peers");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut ours = cargo(t, &["run", "--release", "--quiet", "-p", "benches", "--bin", "peers", "--"]);
+    ours.arg("--dir").arg(&dir);
+    if quick {
+        ours.arg("--quick");
+    }
+    run_step("our side of the peer benches", ours)?;
+    let mut peer = Command::new(&python);
+    peer.arg(root().join("benches").join("peers").join("peers.py")).arg("--dir").arg(&dir);
+    if let Some(j) = json {
+        peer.arg("--json").arg(j);
+    }
+    t.apply(&mut peer);
+    run_step("the peer side (NumPy/SciPy)", peer)
 }
 
 fn experiment(args: &[String]) -> Result<()> {

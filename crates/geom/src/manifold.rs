@@ -55,6 +55,7 @@ pub trait Manifold: Send + Sync {
     /// The coordinates of a point, row-major, as a flat vector (for conversion to tensors).
     fn to_flat(&self, x: &Self::Point) -> Vec<f64>;
     /// A point from flat row-major coordinates; errors on a wrong length.
+    #[allow(clippy::wrong_self_convention)] // the manifold (self) knows the shape; the point is built from `flat`
     fn from_flat(&self, flat: &[f64]) -> Result<Self::Point>;
 }
 

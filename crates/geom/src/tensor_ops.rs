@@ -24,7 +24,9 @@ pub fn select(cond: &Tensor, a: &Tensor, b: &Tensor) -> Tensor {
 /// `x: [B, ..]` -> `[B, 1, ..]`; the gradient at 0 is 0 rather than NaN.
 pub fn safe_norm_keepdim(x: &Tensor, dims: &[i64]) -> Tensor {
     let sq = x.square().sum_dim_intlist(dims, true, None);
-    let tiny = sq.lt(1e-300);
+    // Exactly zero, in any dtype (a fixed threshold such as 1e-300 rounds to 0 in f32); where the square
+    // is positive the gradient x / |x| has magnitude at most 1.
+    let tiny = sq.le(0.0);
     let safe_sq = sq.where_self(&tiny.logical_not(), &sq.ones_like());
     safe_sq.sqrt().where_self(&tiny.logical_not(), &sq.zeros_like())
 }

@@ -1,3 +1,4 @@
+#![allow(missing_docs)] // criterion_group! generates undocumented functions
 //! project / exp / log / dist on S^2 and SO(3) at 65,536 points: the batched tch path (Double and Float)
 //! against the per-point nalgebra path parallelised with rayon.
 //!

@@ -63,7 +63,8 @@ pub fn cache_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir).join("manifold-gen"));
     }
-    let home = std::env::var_os("HOME").context("neither MANIFOLD_GEN_CACHE nor HOME is set: set MANIFOLD_GEN_CACHE to a writable folder")?;
+    let home = std::env::var_os("HOME")
+        .context("neither MANIFOLD_GEN_CACHE nor HOME is set: set MANIFOLD_GEN_CACHE to a writable folder")?;
     Ok(PathBuf::from(home).join(".cache").join("manifold-gen"))
 }
 
@@ -77,7 +78,12 @@ pub fn ensure() -> Result<Libtorch> {
     if std::env::var_os("LIBTORCH_USE_PYTORCH").is_some_and(|v| !v.is_empty()) {
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         let root = torch_dir_of(Path::new(&python)).context("LIBTORCH_USE_PYTORCH is set")?;
-        return Ok(Libtorch { root, source: format!("{python} (LIBTORCH_USE_PYTORCH)"), python: Some(python.into()), own_env: false });
+        return Ok(Libtorch {
+            root,
+            source: format!("{python} (LIBTORCH_USE_PYTORCH)"),
+            python: Some(python.into()),
+            own_env: false,
+        });
     }
     let base = cache_dir()?.join(format!("torch-{TORCH_VERSION}"));
     let venv = base.join("venv");
@@ -85,7 +91,12 @@ pub fn ensure() -> Result<Libtorch> {
     if let Ok(text) = std::fs::read_to_string(&marker) {
         let root = PathBuf::from(text.trim());
         if root.join("lib").join("libtorch_cpu.so").exists() {
-            return Ok(Libtorch { root, source: format!("cache {}", base.display()), python: Some(venv.join("bin/python")), own_env: true });
+            return Ok(Libtorch {
+                root,
+                source: format!("cache {}", base.display()),
+                python: Some(venv.join("bin/python")),
+                own_env: true,
+            });
         }
     }
     install(&base, &venv)?;
@@ -100,7 +111,9 @@ pub fn ensure() -> Result<Libtorch> {
 
 /// Creates the virtual environment (if absent) and installs torch into it.
 fn install(base: &Path, venv: &Path) -> Result<()> {
-    std::fs::create_dir_all(base).with_context(|| format!("cannot create the cache folder {} (set MANIFOLD_GEN_CACHE to a writable folder)", base.display()))?;
+    std::fs::create_dir_all(base).with_context(|| {
+        format!("cannot create the cache folder {} (set MANIFOLD_GEN_CACHE to a writable folder)", base.display())
+    })?;
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     if !venv.join("bin/python").exists() {
         eprintln!("xtask: creating a Python environment for libtorch in {}", venv.display());
@@ -120,11 +133,15 @@ fn install(base: &Path, venv: &Path) -> Result<()> {
         }
     }
     let vpy = venv.join("bin/python");
-    let pip_ok = Command::new(&vpy).args(["-m", "pip", "--version"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let pip_ok =
+        Command::new(&vpy).args(["-m", "pip", "--version"]).output().map(|o| o.status.success()).unwrap_or(false);
     if !pip_ok {
         bail!("the Python environment {} has no pip: install pip for python3 (Debian: apt-get install python3-pip python3-venv) and delete that folder, or set LIBTORCH to an existing libtorch {TORCH_VERSION}", venv.display());
     }
-    eprintln!("xtask: installing torch=={TORCH_VERSION} from PyPI into {} (about 5 GB, once per machine)", venv.display());
+    eprintln!(
+        "xtask: installing torch=={TORCH_VERSION} from PyPI into {} (about 5 GB, once per machine)",
+        venv.display()
+    );
     let status = Command::new(&vpy)
         .args(["-m", "pip", "install", "--disable-pip-version-check", &format!("torch=={TORCH_VERSION}")])
         .status()
@@ -144,7 +161,12 @@ pub fn ensure_python_packages(python: &Path, own_env: bool, modules: &[&str], pa
         return Ok(());
     }
     if !own_env {
-        bail!("{} cannot import {}: `pip install {}` into it", python.display(), modules.join(", "), packages.join(" "));
+        bail!(
+            "{} cannot import {}: `pip install {}` into it",
+            python.display(),
+            modules.join(", "),
+            packages.join(" ")
+        );
     }
     eprintln!("xtask: installing {} into the project's Python environment", packages.join(" "));
     let status = Command::new(python)
@@ -192,7 +214,9 @@ fn check_folder(root: &Path) -> Result<()> {
         v
     } else if let Ok(py) = std::fs::read_to_string(root.join("version.py")) {
         py.lines()
-            .find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string()))
+            .find_map(|l| {
+                l.strip_prefix("__version__ = ").map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string())
+            })
             .unwrap_or_default()
     } else {
         bail!("cannot tell the libtorch version of {} (no build-version or version.py)", root.display());

@@ -45,7 +45,10 @@ pub fn parse_lat_lon(text: &str, source: &str) -> Result<Vec<(f64, f64)>> {
         }
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         if fields.len() != 2 {
-            bail!("{source}:{line_no}: expected 2 comma-separated fields (latitude,longitude), found {}: `{line}`", fields.len());
+            bail!(
+                "{source}:{line_no}: expected 2 comma-separated fields (latitude,longitude), found {}: `{line}`",
+                fields.len()
+            );
         }
         let parsed: Vec<Option<f64>> = fields.iter().map(|f| f.parse::<f64>().ok()).collect();
         if parsed.iter().all(Option::is_none)
@@ -80,8 +83,9 @@ pub fn parse_lat_lon(text: &str, source: &str) -> Result<Vec<(f64, f64)>> {
 /// Reads an Earth data set as unit vectors in R^3.
 pub fn load_earth(data_dir: &Path, dataset: &str) -> Result<Vec<DVector<f64>>> {
     let path = earth_file(data_dir, dataset)?;
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {} (pass the folder of the Earth data with --data-dir)", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("cannot read {} (pass the folder of the Earth data with --data-dir)", path.display())
+    })?;
     let rows = parse_lat_lon(&text, &path.display().to_string())?;
     Ok(rows.into_iter().map(|(lat, lon)| lat_lon_to_unit(lat, lon)).collect())
 }

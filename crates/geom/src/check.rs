@@ -33,7 +33,11 @@ pub fn check_batch_shape(arg: &str, x: &Tensor, point_shape: &[i64]) -> Result<(
         });
     }
     if !matches!(x.kind(), Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) {
-        return Err(GeomError::Shape { arg: arg.to_string(), expected: "a floating-point dtype".into(), got: format!("{:?}", x.kind()) });
+        return Err(GeomError::Shape {
+            arg: arg.to_string(),
+            expected: "a floating-point dtype".into(),
+            got: format!("{:?}", x.kind()),
+        });
     }
     Ok(())
 }

@@ -111,7 +111,12 @@ impl SymmetryGroup {
         let fifth = snap(&project_to_so3(&expm(&(axis * (2.0 * std::f64::consts::PI / 5.0)))));
         let third = Matrix3::new(0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0);
         let elements = closure(&[third, fifth], 60);
-        assert_eq!(elements.len(), 60, "icosahedral: closure of the generators has {} elements, expected 60", elements.len());
+        assert_eq!(
+            elements.len(),
+            60,
+            "icosahedral: closure of the generators has {} elements, expected 60",
+            elements.len()
+        );
         Self { name: "I".into(), elements }
     }
 
@@ -150,7 +155,11 @@ impl SymmetryGroup {
             }
         }
         if find(&elements, &Matrix3::identity()).is_none() {
-            return Err(GeomError::invalid("elements", "a list without the identity", "a list containing the identity"));
+            return Err(GeomError::invalid(
+                "elements",
+                "a list without the identity",
+                "a list containing the identity",
+            ));
         }
         for i in 0..n {
             for j in 0..n {
@@ -173,7 +182,11 @@ impl SymmetryGroup {
     /// built-in group.
     pub fn by_name(name: &str) -> Result<Self> {
         let err = || {
-            GeomError::invalid("name", format!("{name:?}"), &format!("one of C<n>, D<n> with n in 1..={MAX_N} (e.g. C4, D3), T, O, I"))
+            GeomError::invalid(
+                "name",
+                format!("{name:?}"),
+                &format!("one of C<n>, D<n> with n in 1..={MAX_N} (e.g. C4, D3), T, O, I"),
+            )
         };
         let s = name.trim();
         match s {
@@ -333,8 +346,14 @@ fn rot_z(k: usize, n: usize) -> Matrix3<f64> {
 /// All 24 signed permutation matrices with determinant +1, identity first, each with a flag telling
 /// whether its permutation is even (those 12 form T).
 fn signed_permutations() -> Vec<(bool, Matrix3<f64>)> {
-    const PERMS: [([usize; 3], bool); 6] =
-        [([0, 1, 2], true), ([1, 2, 0], true), ([2, 0, 1], true), ([0, 2, 1], false), ([2, 1, 0], false), ([1, 0, 2], false)];
+    const PERMS: [([usize; 3], bool); 6] = [
+        ([0, 1, 2], true),
+        ([1, 2, 0], true),
+        ([2, 0, 1], true),
+        ([0, 2, 1], false),
+        ([2, 1, 0], false),
+        ([1, 0, 2], false),
+    ];
     let mut out = Vec::with_capacity(24);
     for (perm, even) in PERMS {
         for bits in 0..8u32 {
@@ -383,8 +402,14 @@ fn snap(m: &Matrix3<f64>) -> Matrix3<f64> {
     let phi = (1.0 + 5f64.sqrt()) / 2.0;
     let exact = [0.0, 0.5, 1.0, phi / 2.0, 0.5 / phi, std::f64::consts::FRAC_1_SQRT_2, 3f64.sqrt() / 2.0];
     m.map(|x| match exact.iter().find(|&&e| (x.abs() - e).abs() <= SNAP_TOL) {
-        Some(&e) if e == 0.0 => 0.0,
-        Some(&e) => e.copysign(x),
+        // A clean +0.0 rather than -0.0.
+        Some(&e) => {
+            if e > 0.0 {
+                e.copysign(x)
+            } else {
+                0.0
+            }
+        }
         None => x,
     })
 }

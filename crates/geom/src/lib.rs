@@ -36,9 +36,9 @@ pub mod tensor_ops;
 pub mod torus;
 
 #[cfg(feature = "proptest")]
-pub mod strategies;
-#[cfg(feature = "proptest")]
 pub mod invariants;
+#[cfg(feature = "proptest")]
+pub mod strategies;
 
 pub use discrete::DiscreteSet;
 pub use error::{GeomError, Result};

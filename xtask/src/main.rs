@@ -21,7 +21,7 @@ commands:
   bench [ARGS..]        criterion benches (ARGS go to cargo bench, e.g. `-- sphere`)
   bench peers [--json FILE] [--quick]
                         the same workloads in NumPy/SciPy, with the throughput ratio ours/peer
-  experiment NAME ..    run an experiment (arrives with the experiment runner)
+  experiment NAME ..    run an experiment in release mode (`cargo xtask experiment help` lists them)
   help                  this text
 
 environment:
@@ -180,11 +180,8 @@ fn bench_peers(t: &libtorch::Libtorch, args: &[String]) -> Result<()> {
 }
 
 fn experiment(args: &[String]) -> Result<()> {
-    let name = args.first().map(String::as_str).unwrap_or("so3");
     let t = libtorch::ensure()?;
-    eprintln!("xtask: libtorch {} ready from {}", libtorch::TORCH_VERSION, t.source);
-    bail!(
-        "experiment `{name}` is not available yet: the experiment runner (crates/experiments) arrives with the MAD \
-         end-to-end work; today this command only sets up libtorch"
-    )
+    let mut cmd = cargo(&t, &["run", "--release", "--quiet", "-p", "experiments", "--"]);
+    cmd.args(args);
+    run_step("experiments", cmd)
 }

@@ -40,6 +40,10 @@ pub type Result<T> = std::result::Result<T, ScoreError>;
 impl ScoreError {
     /// Shorthand for [`ScoreError::InvalidParameter`].
     pub fn invalid(name: &str, value: impl std::fmt::Display, expected: &str) -> Self {
-        ScoreError::InvalidParameter { name: name.to_string(), value: value.to_string(), expected: expected.to_string() }
+        ScoreError::InvalidParameter {
+            name: name.to_string(),
+            value: value.to_string(),
+            expected: expected.to_string(),
+        }
     }
 }

@@ -163,9 +163,7 @@ impl Schedule {
     pub fn sigma_t(&self, t: &Tensor) -> Tensor {
         match *self {
             Schedule::Ve { sigma_min, sigma_max } => (t * (sigma_max / sigma_min).ln()).exp() * sigma_min,
-            Schedule::Vp { beta_min, beta_max } => {
-                (-(self.vp_integral_t(t, beta_min, beta_max) * -1.0).expm1()).sqrt()
-            }
+            Schedule::Vp { beta_min, beta_max } => (-(self.vp_integral_t(t, beta_min, beta_max) * -1.0).expm1()).sqrt(),
         }
     }
 

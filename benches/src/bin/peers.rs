@@ -1,0 +1,96 @@
+//! Our side of the peer benches (`cargo xtask bench peers`): runs each workload, times it, and writes its
+//! inputs, outputs and throughput to `--dir` for `benches/peers/peers.py`, which runs the same work in
+//! NumPy/SciPy and prints the ratio.
+
+use geom::{So3, UniformSampler};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use scores::base::so3::So3Base;
+use scores::BaseScore;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+/// Runs `f` until `min_seconds` have passed (at least twice, after a warm-up); returns seconds per call.
+fn time_per_call(mut f: impl FnMut(), min_seconds: f64) -> f64 {
+    f();
+    let (start, mut n) = (Instant::now(), 0u32);
+    loop {
+        f();
+        n += 1;
+        let el = start.elapsed().as_secs_f64();
+        if el >= min_seconds && n >= 2 {
+            return el / n as f64;
+        }
+    }
+}
+
+/// Writes a Double tensor as little-endian f64 and returns its manifest entry.
+fn write_array(dir: &Path, name: &str, t: &Tensor) -> String {
+    let t = t.to_kind(Kind::Double).contiguous();
+    let values = Vec::<f64>::try_from(t.flatten(0, -1)).expect("a Double tensor converts to Vec<f64>");
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let file = format!("{name}.f64");
+    std::fs::write(dir.join(&file), bytes)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", dir.join(&file).display()));
+    format!("{{\"file\": \"{file}\", \"shape\": {:?}}}", t.size())
+}
+
+/// SO(3) base score at 65,536 noised rotations, sigma log-uniform in [1e-3, 1e2], alpha in (0, 1].
+fn so3_workload(dir: &Path, n: usize) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let (mut xs, mut alphas, mut sigmas) = (Vec::with_capacity(9 * n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        let r = So3.sample_uniform(&mut rng);
+        let alpha: f64 = 1.0 - rng.random::<f64>();
+        let sigma = 10f64.powf(-3.0 + 5.0 * rng.random::<f64>());
+        for i in 0..3 {
+            for j in 0..3 {
+                let eps: f64 = StandardNormal.sample(&mut rng);
+                xs.push(alpha * r[(i, j)] + sigma * eps);
+            }
+        }
+        alphas.push(alpha);
+        sigmas.push(sigma);
+    }
+    let x = Tensor::from_slice(&xs).view([n as i64, 3, 3]);
+    let (alpha, sigma) = (Tensor::from_slice(&alphas), Tensor::from_slice(&sigmas));
+    let base = So3Base::new();
+    let mut out = Tensor::new();
+    let sec = time_per_call(|| out = base.base_score_t(&x, &alpha, &sigma), 2.0);
+    format!(
+        "{{\"workload\": \"so3_base_score\", \"ours_per_s\": {}, \"inputs\": {{\"x\": {}, \"alpha\": {}, \"sigma\": {}}}, \
+         \"outputs\": {{\"score\": {}}}, \"note\": \"{n} points, Double, CPU\"}}",
+        n as f64 / sec,
+        write_array(dir, "so3_x", &x),
+        write_array(dir, "so3_alpha", &alpha),
+        write_array(dir, "so3_sigma", &sigma),
+        write_array(dir, "so3_score", &out),
+    )
+}
+
+fn main() {
+    let mut dir = PathBuf::from("target/peers");
+    let mut quick = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--dir" => dir = PathBuf::from(args.next().expect("--dir needs a folder")),
+            "--quick" => quick = true,
+            other => panic!("unknown option `{other}` (allowed: --dir DIR, --quick)"),
+        }
+    }
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    tch::set_num_threads(rayon::current_num_threads() as i32);
+    let n = if quick { 4096 } else { 65_536 };
+    let workloads = [so3_workload(&dir, n)];
+    let mut manifest = String::from("{\"workloads\": [\n");
+    for (i, w) in workloads.iter().enumerate() {
+        let sep = if i + 1 < workloads.len() { ",\n" } else { "\n" };
+        write!(manifest, "{w}{sep}").expect("writing to a String cannot fail");
+    }
+    manifest.push_str("]}\n");
+    std::fs::write(dir.join("manifest.json"), manifest).expect("cannot write manifest.json");
+}

@@ -1,0 +1,102 @@
+//! The experiment runner: `experiments NAME [options]` (normally through `cargo xtask experiment`).
+
+use anyhow::{bail, Context, Result};
+use experiments::data::EARTH_DATASETS;
+use experiments::earth::{published_column, run_smoother, PUBLISHED};
+use std::path::PathBuf;
+
+const HELP: &str = "\
+experiments NAME [options]
+
+experiments available now:
+  earth   diffusion kernel smoother on the Earth data: t by validation log-likelihood,
+          test NLL (area measure) over seeded 80/10/10 splits, next to the published table
+          options: --dataset volcano|earthquake|flood|fire|all (default all)
+                   --data-dir DIR (default ../shared/data/earth)
+                   --seed N (first split seed, default 0) --seeds K (default 5)
+                   --quick (2 seeds, coarse grid) --out DIR (default runs/earth-<dataset>)
+";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("earth") => earth(&args[1..]),
+        Some("help" | "-h" | "--help") | None => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Some(other) => bail!(
+            "experiment `{other}` is not available yet (the MAD/DSM runner arrives with the MAD end-to-end \
+             work); available: earth"
+        ),
+    }
+}
+
+fn earth(args: &[String]) -> Result<()> {
+    let (mut dataset, mut data_dir, mut seed, mut n_seeds, mut quick, mut out) =
+        ("all".to_string(), PathBuf::from("../shared/data/earth"), 0u64, 5usize, false, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().with_context(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--dataset" => dataset = value("--dataset")?,
+            "--data-dir" => data_dir = PathBuf::from(value("--data-dir")?),
+            "--seed" => seed = value("--seed")?.parse().context("--seed must be a non-negative integer")?,
+            "--seeds" => n_seeds = value("--seeds")?.parse().context("--seeds must be a positive integer")?,
+            "--out" => out = Some(PathBuf::from(value("--out")?)),
+            "--quick" => quick = true,
+            other => bail!("unknown option `{other}` for earth; `experiments help` lists them"),
+        }
+    }
+    if n_seeds == 0 {
+        bail!("--seeds = 0 is invalid: expected at least 1");
+    }
+    if quick {
+        n_seeds = n_seeds.min(2);
+    }
+    let names: Vec<&str> =
+        if dataset == "all" { EARTH_DATASETS.iter().map(|(n, _)| *n).collect() } else { vec![dataset.as_str()] };
+    let n_grid = if quick { 7 } else { 13 };
+    // log-uniform from 1e-5 to 1 (heat-kernel time, generator Delta).
+    let grid: Vec<f64> = (0..n_grid).map(|i| 10f64.powf(-5.0 + 5.0 * i as f64 / (n_grid - 1) as f64)).collect();
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/earth-{dataset}")));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut summaries = Vec::new();
+    for name in names {
+        eprintln!("earth/{name}: kernel smoother, {n_seeds} splits");
+        let s = run_smoother(&data_dir, name, seed, n_seeds, &grid, |r| {
+            eprintln!(
+                "  seed {}: t = {:.3e}, valid LL = {:.3}, test NLL = {:.3} ({:.1} s)",
+                r.seed, r.t, r.valid_ll, r.test_nll, r.seconds
+            )
+        })?;
+        summaries.push(s);
+    }
+    let json = serde_json::to_string_pretty(&summaries)?;
+    let tmp = out.join("summary.json.tmp");
+    std::fs::write(&tmp, json).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, out.join("summary.json")).context("cannot move summary.json into place")?;
+    println!("\ntest NLL, area measure on the unit sphere (lower is better); ours: mean +- std over splits");
+    println!("{:<32} {}", "method", summaries.iter().map(|s| format!("{:>16}", s.dataset)).collect::<String>());
+    println!(
+        "{:<32} {}",
+        "kernel smoother (ours)",
+        summaries.iter().map(|s| format!("{:>9.3} +- {:<4.2}", s.test_nll_mean, s.test_nll_std)).collect::<String>()
+    );
+    for (method, row) in PUBLISHED {
+        let cells: String = summaries
+            .iter()
+            .map(|s| published_column(&s.dataset).map_or(format!("{:>16}", "-"), |c| format!("{:>16.2}", row[c])))
+            .collect();
+        println!("{method:<32} {cells}");
+    }
+    println!("\nwrote {}", out.join("summary.json").display());
+    Ok(())
+}

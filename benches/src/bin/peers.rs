@@ -2,11 +2,15 @@
 //! inputs, outputs and throughput to `--dir` for `benches/peers/peers.py`, which runs the same work in
 //! NumPy/SciPy and prints the ratio.
 
-use geom::{So3, UniformSampler};
+use benches::to_tensor;
+use geom::distributions::{random_vmf_mixture, ManifoldDistribution};
+use geom::{So3, Sphere, UniformSampler};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use scores::base::so3::So3Base;
+use scores::smoother::sphere::SphereSmoother;
+use scores::smoother::SmootherDensity;
 use scores::BaseScore;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -71,6 +75,29 @@ fn so3_workload(dir: &Path, n: usize) -> String {
     )
 }
 
+/// The S^2 heat-kernel smoother (direct form): log-density at `n_queries` points from 10,000 data points
+/// drawn from a von Mises-Fisher mixture, at t = 0.01.
+fn s2_smoother_workload(dir: &Path, n_data: usize, n_queries: usize) -> String {
+    let s2 = Sphere::new(3).expect("d = 3 is valid");
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let law = random_vmf_mixture(3, 8, 30.0, &mut rng).expect("valid mixture");
+    let data = to_tensor(&s2, &law.sample_n(n_data, &mut rng), Kind::Double, tch::Device::Cpu);
+    let queries = to_tensor(&s2, &law.sample_n(n_queries, &mut rng), Kind::Double, tch::Device::Cpu);
+    let t = 0.01;
+    let smoother = SphereSmoother::new(&data).expect("valid data");
+    let mut out = Tensor::new();
+    let sec = time_per_call(|| out = smoother.log_density_t(&queries, t).expect("valid queries"), 2.0);
+    format!(
+        "{{\"workload\": \"s2_smoother\", \"ours_per_s\": {}, \"params\": {{\"t\": {t}, \"peer_queries\": 2000}}, \
+         \"inputs\": {{\"data\": {}, \"queries\": {}}}, \"outputs\": {{\"log_density\": {}}}, \
+         \"note\": \"{n_data} data x {n_queries} queries, queries/s, Double, CPU\"}}",
+        n_queries as f64 / sec,
+        write_array(dir, "s2_data", &data),
+        write_array(dir, "s2_queries", &queries),
+        write_array(dir, "s2_log_density", &out),
+    )
+}
+
 fn main() {
     let mut dir = PathBuf::from("target/peers");
     let mut quick = false;
@@ -85,7 +112,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     tch::set_num_threads(rayon::current_num_threads() as i32);
     let n = if quick { 4096 } else { 65_536 };
-    let workloads = [so3_workload(&dir, n)];
+    let workloads = [so3_workload(&dir, n), s2_smoother_workload(&dir, 10_000, if quick { 1000 } else { 10_000 })];
     let mut manifest = String::from("{\"workloads\": [\n");
     for (i, w) in workloads.iter().enumerate() {
         let sep = if i + 1 < workloads.len() { ",\n" } else { "\n" };

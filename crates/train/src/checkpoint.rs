@@ -1,0 +1,60 @@
+//! Checkpoints as values: named tensors for the caller to write as safetensors, and a serde-serialisable
+//! [`RunState`] for the caller to write with bincode. This crate writes no files.
+
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+/// Version of the checkpoint layout; [`crate::Trainer::resume`] refuses any other.
+pub const CHECKPOINT_FORMAT: u32 = 1;
+
+/// Prefix of the current weights in [`Checkpoint::tensors`].
+pub const PARAMS_PREFIX: &str = "params.";
+/// Prefix of the EMA weights (what sampling uses).
+pub const EMA_PREFIX: &str = "ema.";
+/// Prefix of AdamW's first moment.
+pub const ADAM_M_PREFIX: &str = "adam_m.";
+/// Prefix of AdamW's second moment.
+pub const ADAM_V_PREFIX: &str = "adam_v.";
+
+/// Everything but the tensors: step, RNG and the identity of the run. Plain structs, vectors, strings and
+/// integers only (no tagged enums), so every serde format, bincode included, round-trips it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// [`CHECKPOINT_FORMAT`] at the time of writing.
+    pub format: u32,
+    /// Optimiser steps completed.
+    pub step: u64,
+    /// The training RNG, positioned after the last completed step.
+    pub rng: ChaCha8Rng,
+    /// [`crate::TrainConfig::fields`] of the run.
+    pub config: Vec<(String, String)>,
+    /// Shape of one point, `[..ambient]`.
+    pub point_shape: Vec<i64>,
+    /// [`crate::TensorBase::base_name`] of the base score (`None` for DSM).
+    pub base: Option<String>,
+}
+
+/// A complete snapshot of a run.
+///
+/// `tensors` are detached CPU copies in the run's precision, named `params.<p>`, `ema.<p>`, `adam_m.<p>`
+/// and `adam_v.<p>` for every network parameter `<p>` (`layers.{i}.weight`, `layers.{i}.bias`); write them
+/// with `Tensor::write_safetensors` and read them back with `Tensor::read_safetensors`.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// Weights, EMA weights and AdamW moments.
+    pub tensors: Vec<(String, Tensor)>,
+    /// Step, RNG state and run identity.
+    pub state: RunState,
+}
+
+impl Checkpoint {
+    /// The tensors named `prefix + name`, with the prefix removed (e.g. `EMA_PREFIX` gives the EMA weights
+    /// named as [`crate::ScoreMlp::from_tensors`] expects). Shallow handles.
+    pub fn with_prefix(&self, prefix: &str) -> Vec<(String, Tensor)> {
+        self.tensors
+            .iter()
+            .filter_map(|(n, t)| n.strip_prefix(prefix).map(|s| (s.to_string(), t.shallow_clone())))
+            .collect()
+    }
+}

@@ -14,3 +14,4 @@
 
 pub mod data;
 pub mod earth;
+pub mod run;

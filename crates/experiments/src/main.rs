@@ -1,8 +1,9 @@
 //! The experiment runner: `experiments NAME [options]` (normally through `cargo xtask experiment`).
 
 use anyhow::{bail, Context, Result};
-use experiments::data::EARTH_DATASETS;
+use experiments::data::{earth_file, EARTH_DATASETS};
 use experiments::earth::{published_column, run_smoother, PUBLISHED};
+use experiments::run::{Meta, RunDir};
 use std::path::PathBuf;
 
 const HELP: &str = "\
@@ -63,26 +64,39 @@ fn earth(args: &[String]) -> Result<()> {
     }
     let names: Vec<&str> =
         if dataset == "all" { EARTH_DATASETS.iter().map(|(n, _)| *n).collect() } else { vec![dataset.as_str()] };
+    // Check every name and file before any work or any folder is created.
+    for name in &names {
+        let file = earth_file(&data_dir, name)?;
+        if !file.is_file() {
+            bail!("cannot find {} (pass the folder of the Earth data with --data-dir)", file.display());
+        }
+    }
     let n_grid = if quick { 7 } else { 13 };
     // log-uniform from 1e-5 to 1 (heat-kernel time, generator Delta).
     let grid: Vec<f64> = (0..n_grid).map(|i| 10f64.powf(-5.0 + 5.0 * i as f64 / (n_grid - 1) as f64)).collect();
     let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/earth-{dataset}")));
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let config = serde_json::json!({
+        "experiment": "earth", "method": "kernel_smoother", "dataset": dataset,
+        "data_dir": data_dir, "seed": seed, "n_seeds": n_seeds, "t_grid": grid, "split": [0.8, 0.1, 0.1],
+    });
+    let run = RunDir::create(&out, &config, &Meta::collect("earth", seed, tch::Device::Cpu))?;
     let mut summaries = Vec::new();
     for name in names {
         eprintln!("earth/{name}: kernel smoother, {n_seeds} splits");
+        let mut metric_err = Ok(());
         let s = run_smoother(&data_dir, name, seed, n_seeds, &grid, |r| {
             eprintln!(
                 "  seed {}: t = {:.3e}, valid LL = {:.3}, test NLL = {:.3} ({:.1} s)",
                 r.seed, r.t, r.valid_ll, r.test_nll, r.seconds
-            )
+            );
+            if metric_err.is_ok() {
+                metric_err = run.append_metric(&serde_json::json!({"dataset": name, "split": r}));
+            }
         })?;
+        metric_err?;
         summaries.push(s);
     }
-    let json = serde_json::to_string_pretty(&summaries)?;
-    let tmp = out.join("summary.json.tmp");
-    std::fs::write(&tmp, json).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, out.join("summary.json")).context("cannot move summary.json into place")?;
+    run.write_summary(&serde_json::json!({ "kernel_smoother": summaries }))?;
     println!("\ntest NLL, area measure on the unit sphere (lower is better); ours: mean +- std over splits");
     println!("{:<32} {}", "method", summaries.iter().map(|s| format!("{:>16}", s.dataset)).collect::<String>());
     println!(
@@ -97,6 +111,6 @@ fn earth(args: &[String]) -> Result<()> {
             .collect();
         println!("{method:<32} {cells}");
     }
-    println!("\nwrote {}", out.join("summary.json").display());
+    println!("\nwrote {}", run.file("summary.json").display());
     Ok(())
 }

@@ -70,6 +70,21 @@ pub fn check_batch_finite(arg: &str, x: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Errors with [`GeomError::OffManifold`] naming `arg`, the manifold and `location` (e.g. `point`,
+/// `row 3`) when `distance` exceeds `tol`.
+pub fn check_distance(arg: &str, manifold: &str, location: &str, distance: f64, tol: f64) -> Result<()> {
+    if distance > tol {
+        return Err(GeomError::OffManifold {
+            arg: arg.to_string(),
+            manifold: manifold.to_string(),
+            location: location.to_string(),
+            distance,
+            tol,
+        });
+    }
+    Ok(())
+}
+
 /// Errors naming `arg` and the first row whose distance to the manifold exceeds `tol`.
 ///
 /// `dist` has shape `[B]`.
@@ -77,13 +92,7 @@ pub fn check_batch_membership(arg: &str, manifold: &str, dist: &Tensor, tol: f64
     let bad = dist.gt(tol);
     if bad.any().int64_value(&[]) != 0 {
         let row = bad.to_kind(Kind::Int64).argmax(0, false).int64_value(&[]);
-        return Err(GeomError::OffManifold {
-            arg: arg.to_string(),
-            manifold: manifold.to_string(),
-            location: format!("row {row}"),
-            distance: dist.double_value(&[row]),
-            tol,
-        });
+        return check_distance(arg, manifold, &format!("row {row}"), dist.double_value(&[row]), tol);
     }
     Ok(())
 }

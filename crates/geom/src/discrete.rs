@@ -287,16 +287,7 @@ impl Manifold for DiscreteSet {
         check_len(arg, x, self.n)?;
         check::check_finite(arg, x.as_slice())?;
         let distance = self.nearest(x).1;
-        if distance > tol {
-            return Err(GeomError::OffManifold {
-                arg: arg.into(),
-                manifold: self.name(),
-                location: "point".into(),
-                distance,
-                tol,
-            });
-        }
-        Ok(())
+        check::check_distance(arg, &self.name(), "point", distance, tol)
     }
     fn to_flat(&self, x: &DVector<f64>) -> Vec<f64> {
         x.as_slice().to_vec()

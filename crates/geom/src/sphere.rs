@@ -124,16 +124,7 @@ impl Manifold for Sphere {
         check_len(arg, x, self.d)?;
         check::check_finite(arg, x.as_slice())?;
         let distance = (x.norm() - 1.0).abs();
-        if distance > tol {
-            return Err(GeomError::OffManifold {
-                arg: arg.into(),
-                manifold: self.name(),
-                location: "point".into(),
-                distance,
-                tol,
-            });
-        }
-        Ok(())
+        check::check_distance(arg, &self.name(), "point", distance, tol)
     }
     fn to_flat(&self, x: &DVector<f64>) -> Vec<f64> {
         x.as_slice().to_vec()

@@ -186,16 +186,7 @@ impl Manifold for Torus {
         check_len(arg, x, 2 * self.k)?;
         check::check_finite(arg, x.as_slice())?;
         let distance = self.distance_to_manifold_vec(x);
-        if distance > tol {
-            return Err(GeomError::OffManifold {
-                arg: arg.into(),
-                manifold: self.name(),
-                location: "point".into(),
-                distance,
-                tol,
-            });
-        }
-        Ok(())
+        check::check_distance(arg, &self.name(), "point", distance, tol)
     }
     fn to_flat(&self, x: &DVector<f64>) -> Vec<f64> {
         x.as_slice().to_vec()

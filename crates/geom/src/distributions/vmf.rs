@@ -83,15 +83,7 @@ impl VonMisesFisher {
         }
         crate::check::check_finite("mu", mu.as_slice())?;
         let norm = mu.norm();
-        if (norm - 1.0).abs() > MU_TOL {
-            return Err(GeomError::OffManifold {
-                arg: "mu".into(),
-                manifold: format!("S^{}", d - 1),
-                location: "the mean direction".into(),
-                distance: (norm - 1.0).abs(),
-                tol: MU_TOL,
-            });
-        }
+        crate::check::check_distance("mu", &format!("S^{}", d - 1), "the mean direction", (norm - 1.0).abs(), MU_TOL)?;
         let mu = mu / norm;
         let wood = (d != 3).then(|| {
             let m1 = (d - 1) as f64;

@@ -33,7 +33,7 @@ mod batched;
 
 pub use batched::{expm_t, hat_t, logm_t, project_to_so3_t, quaternion_to_matrix_t, rotation_angle_t, vee_t};
 
-use crate::check::{assert_finite, check_finite};
+use crate::check::{assert_finite, check_distance, check_finite};
 use crate::{GeomError, Manifold, Result, UniformSampler};
 use nalgebra::{DMatrix, Matrix3, Vector3, Vector4};
 use rand::Rng;
@@ -319,16 +319,7 @@ impl Manifold for So3 {
     fn check_point(&self, arg: &str, x: &Matrix3<f64>, tol: f64) -> Result<()> {
         check_finite(arg, x.as_slice())?;
         let distance = self.distance_to_manifold(x)?;
-        if distance > tol {
-            return Err(GeomError::OffManifold {
-                arg: arg.to_string(),
-                manifold: self.name(),
-                location: "the point".to_string(),
-                distance,
-                tol,
-            });
-        }
-        Ok(())
+        check_distance(arg, &self.name(), "the point", distance, tol)
     }
 
     fn to_flat(&self, x: &Matrix3<f64>) -> Vec<f64> {

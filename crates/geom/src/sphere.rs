@@ -146,7 +146,7 @@ impl UniformSampler for Sphere {
     }
     /// log |S^{d-1}| = log(2 pi^{d/2} / Gamma(d/2)), e.g. log(4 pi) for S^2.
     fn log_volume(&self) -> f64 {
-        std::f64::consts::LN_2 + 0.5 * self.d as f64 * PI.ln() - ln_gamma_half(self.d)
+        crate::special::ln_sphere_area(self.d)
     }
 }
 
@@ -260,15 +260,6 @@ fn e1_vec(d: usize) -> DVector<f64> {
     let mut e = DVector::zeros(d);
     e[0] = 1.0;
     e
-}
-
-/// ln Gamma(d/2) for an integer d >= 1, exactly from the recursion (Gamma(1) = 1, Gamma(1/2) = sqrt(pi)).
-fn ln_gamma_half(d: usize) -> f64 {
-    if d & 1 == 0 {
-        (1..d / 2).map(|i| (i as f64).ln()).sum()
-    } else {
-        0.5 * PI.ln() + (0..(d - 1) / 2).map(|i| (i as f64 + 0.5).ln()).sum::<f64>()
-    }
 }
 
 // ---- batched kernels on rows [N, d], shared with the torus (which reshapes to [B*k, 2]) ----

@@ -588,18 +588,14 @@ fn rotate_towards(x: &DVector<f64>, g: &DVector<f64>, theta: f64) -> Option<DVec
     Some(y / ny)
 }
 
-/// ln Gamma(n/2) for an integer n >= 1, exactly from the recursion.
-pub(crate) fn ln_gamma_half(n: usize) -> f64 {
-    if n % 2 == 0 {
-        (1..n / 2).map(|i| (i as f64).ln()).sum()
-    } else {
-        0.5 * PI.ln() + (0..(n - 1) / 2).map(|i| (i as f64 + 0.5).ln()).sum::<f64>()
-    }
+/// ln Gamma(n/2) for an integer n >= 1.
+fn ln_gamma_half(n: usize) -> f64 {
+    geom::special::ln_gamma(0.5 * n as f64)
 }
 
 /// log |S^d| = log(2 pi^{(d+1)/2} / Gamma((d+1)/2)).
 fn log_volume(d: usize) -> f64 {
-    std::f64::consts::LN_2 + 0.5 * (d as f64 + 1.0) * PI.ln() - ln_gamma_half(d + 1)
+    geom::special::ln_sphere_area(d + 1)
 }
 
 /// log int_0^pi sin^{d-1} = log(sqrt(pi) Gamma(d/2) / Gamma((d+1)/2)).

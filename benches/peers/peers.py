@@ -4,6 +4,9 @@ Our side (`cargo run --release -p benches --bin peers -- --dir DIR`) writes, per
 outputs as little-endian float64 files and its throughput into DIR/manifest.json. This script runs the same
 computation the way a careful researcher would in vectorised NumPy/SciPy, times it, measures both outputs
 against an independent high-accuracy reference on a subsample, and prints the ratio ours/peer.
+
+The MAD workloads (training step, reverse-SDE sampling) run in PyTorch eager (peers_torch.py, imported only
+when the manifest has them); for them the table reports how closely the peer reproduces our numbers.
 """
 
 import argparse
@@ -130,6 +133,9 @@ def smoother_peer(data, queries, t, n_terms=L_SERIES, chunk=1000):
     return out
 
 
+TORCH_WORKLOADS = ("mad_train_step", "dsm_train_step", "reverse_sde_sampling")
+
+
 def rel_err(a, ref):
     return float(np.max(np.abs(a - ref) / np.maximum(np.abs(ref), 1e-300)))
 
@@ -138,11 +144,28 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
     ap.add_argument("--json")
+    ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     manifest = json.load(open(os.path.join(args.dir, "manifest.json")))
-    rows = []
+    rows, torch_rows = [], []
     for w in manifest["workloads"]:
         name = w["workload"]
+        if name in TORCH_WORKLOADS:
+            import peers_torch
+
+            peer_per_s, check, how = peers_torch.run(args.dir, w, args.quick)
+            torch_rows.append(
+                dict(
+                    workload=name,
+                    ours_per_s=w["ours_per_s"],
+                    peer_per_s=peer_per_s,
+                    ratio=w["ours_per_s"] / peer_per_s,
+                    agreement=check,
+                    peer=f"PyTorch {peers_torch.torch.__version__} eager, {how}",
+                    note=w.get("note", ""),
+                )
+            )
+            continue
         if name == "so3_base_score":
             x, alpha, sigma = (load(args.dir, w["inputs"][k]) for k in ("x", "alpha", "sigma"))
             ours = load(args.dir, w["outputs"]["score"])
@@ -178,15 +201,22 @@ def main():
                 note=w.get("note", ""),
             )
         )
-    print(f"{'workload':<18} {'ours/s':>12} {'peer/s':>12} {'ratio':>8} {'ours err':>10} {'peer err':>10}")
+    if rows:
+        print(f"{'workload':<18} {'ours/s':>12} {'peer/s':>12} {'ratio':>8} {'ours err':>10} {'peer err':>10}")
     for r in rows:
         print(
             f"{r['workload']:<18} {r['ours_per_s']:>12.4g} {r['peer_per_s']:>12.4g} {r['ratio']:>8.2f}"
             f" {r['ours_max_rel_err']:>10.2e} {r['peer_max_rel_err']:>10.2e}"
         )
+    if torch_rows:
+        print(f"\n{'workload':<22} {'ours/s':>12} {'PyTorch/s':>12} {'ratio':>8}  agreement with ours")
+        for r in torch_rows:
+            agree = ", ".join(f"{k} {v:.3g}" for k, v in r["agreement"].items())
+            print(f"{r['workload']:<22} {r['ours_per_s']:>12.4g} {r['peer_per_s']:>12.4g} {r['ratio']:>8.2f}  {agree}")
+            print(f"{'':<22} ({r['peer']}; {r['note']})")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
+            json.dump(rows + torch_rows, fh, indent=2)
 
 
 if __name__ == "__main__":

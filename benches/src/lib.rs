@@ -1,5 +1,6 @@
 //! Shared helpers for the benches: seeded inputs in both faces (per-point nalgebra values and one batched
-//! tensor holding the same numbers).
+//! tensor holding the same numbers), timing and array export for the peer harness, and its MAD workloads
+//! ([`mad`]).
 
 use geom::{Manifold, UniformSampler};
 use rand::SeedableRng;
@@ -67,4 +68,33 @@ pub fn inputs<M: UniformSampler>(m: &M, n: usize, seed: u64) -> Inputs<M::Point>
         v,
         noisy,
     }
+}
+
+pub mod mad;
+
+/// Runs `f` until `min_seconds` have passed (at least twice, after a warm-up call); returns seconds per call.
+pub fn time_per_call(mut f: impl FnMut(), min_seconds: f64) -> f64 {
+    f();
+    let (start, mut n) = (std::time::Instant::now(), 0u32);
+    loop {
+        f();
+        n += 1;
+        let el = start.elapsed().as_secs_f64();
+        if el >= min_seconds && n >= 2 {
+            return el / n as f64;
+        }
+    }
+}
+
+/// Writes `t` (any float dtype, CPU) as little-endian f64 to `dir/name.f64` and returns its manifest entry
+/// `{"file": .., "shape": [..]}` (f32 values convert to f64 exactly, so the peer reads back the same bits).
+/// Panics when the file cannot be written (a bench binary has nothing better to do).
+pub fn write_array(dir: &std::path::Path, name: &str, t: &Tensor) -> String {
+    let t = t.detach().to_kind(Kind::Double).contiguous();
+    let values = Vec::<f64>::try_from(t.flatten(0, -1)).expect("a Double tensor converts to Vec<f64>");
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let file = format!("{name}.f64");
+    std::fs::write(dir.join(&file), bytes)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", dir.join(&file).display()));
+    format!("{{\"file\": \"{file}\", \"shape\": {:?}}}", t.size())
 }

@@ -20,7 +20,8 @@ commands:
                         (--slow, or CI=true, also runs the slow tests)
   bench [ARGS..]        criterion benches (ARGS go to cargo bench, e.g. `-- sphere`)
   bench peers [--json FILE] [--quick]
-                        the same workloads in NumPy/SciPy, with the throughput ratio ours/peer
+                        the same workloads in NumPy/SciPy and PyTorch eager, with the throughput
+                        ratio ours/peer
   experiment NAME ..    run an experiment in release mode (`cargo xtask experiment help` lists them)
   help                  this text
 
@@ -144,8 +145,9 @@ fn bench(args: &[String]) -> Result<()> {
 }
 
 /// The peer harness: our side (a release binary of the benches crate) times each workload and writes its
-/// inputs and outputs; a Python script runs the same work in NumPy/SciPy (and PyTorch), checks both against
-/// a reference, and prints the ratios.
+/// inputs and outputs; a Python script runs the same work in NumPy/SciPy (the base score and smoother
+/// workloads) or PyTorch eager (the MAD training step and sampling), checks both against a reference or
+/// against each other, and prints the ratios.
 fn bench_peers(t: &libtorch::Libtorch, args: &[String]) -> Result<()> {
     let mut json = None;
     let mut quick = false;
@@ -157,11 +159,9 @@ fn bench_peers(t: &libtorch::Libtorch, args: &[String]) -> Result<()> {
             other => bail!("unknown option `{other}` for bench peers (allowed: --json FILE, --quick)"),
         }
     }
-    let python = match &t.python {
-        Some(p) => p.clone(),
-        None => PathBuf::from(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())),
-    };
-    libtorch::ensure_python_packages(&python, t.own_env, &["numpy", "scipy"], &["numpy", "scipy"])?;
+    let (python, own_env) = peer_python(t)?;
+    let torch = format!("torch=={}", libtorch::TORCH_VERSION);
+    libtorch::ensure_python_packages(&python, own_env, &["torch", "numpy", "scipy"], &[&torch, "numpy", "scipy"])?;
     let dir = root().join("target").join("peers");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut ours = cargo(t, &["run", "--release", "--quiet", "-p", "benches", "--bin", "peers", "--"]);
@@ -175,8 +175,26 @@ fn bench_peers(t: &libtorch::Libtorch, args: &[String]) -> Result<()> {
     if let Some(j) = json {
         peer.arg("--json").arg(j);
     }
-    t.apply(&mut peer);
-    run_step("the peer side (NumPy/SciPy)", peer)
+    if quick {
+        peer.arg("--quick");
+    }
+    // The peer's torch brings its own libtorch: do not point it at ours.
+    peer.env_remove("LIBTORCH_USE_PYTORCH");
+    run_step("the peer side (NumPy/SciPy, PyTorch eager)", peer)
+}
+
+/// The Python of the peer side and whether it is the project's own environment: the one that holds our
+/// libtorch, else the project's cached environment (which has torch 2.13.0) when `LIBTORCH` points
+/// elsewhere, else `$PYTHON` or `python3`.
+fn peer_python(t: &libtorch::Libtorch) -> Result<(PathBuf, bool)> {
+    if let Some(p) = &t.python {
+        return Ok((p.clone(), t.own_env));
+    }
+    let cached = libtorch::cache_dir()?.join(format!("torch-{}", libtorch::TORCH_VERSION)).join("venv/bin/python");
+    if cached.exists() {
+        return Ok((cached, true));
+    }
+    Ok((PathBuf::from(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())), false))
 }
 
 fn experiment(args: &[String]) -> Result<()> {

@@ -2,7 +2,8 @@
 //! inputs, outputs and throughput to `--dir` for `benches/peers/peers.py`, which runs the same work in
 //! NumPy/SciPy and prints the ratio.
 
-use benches::to_tensor;
+use benches::mad::{sampling_workload, train_workload, N_SAMPLER_STEPS};
+use benches::{time_per_call, to_tensor, write_array};
 use geom::distributions::{random_vmf_mixture, ManifoldDistribution};
 use geom::{So3, Sphere, UniformSampler};
 use rand::{Rng, SeedableRng};
@@ -14,33 +15,8 @@ use scores::smoother::SmootherDensity;
 use scores::BaseScore;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 use tch::{Kind, Tensor};
-
-/// Runs `f` until `min_seconds` have passed (at least twice, after a warm-up); returns seconds per call.
-fn time_per_call(mut f: impl FnMut(), min_seconds: f64) -> f64 {
-    f();
-    let (start, mut n) = (Instant::now(), 0u32);
-    loop {
-        f();
-        n += 1;
-        let el = start.elapsed().as_secs_f64();
-        if el >= min_seconds && n >= 2 {
-            return el / n as f64;
-        }
-    }
-}
-
-/// Writes a Double tensor as little-endian f64 and returns its manifest entry.
-fn write_array(dir: &Path, name: &str, t: &Tensor) -> String {
-    let t = t.to_kind(Kind::Double).contiguous();
-    let values = Vec::<f64>::try_from(t.flatten(0, -1)).expect("a Double tensor converts to Vec<f64>");
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let file = format!("{name}.f64");
-    std::fs::write(dir.join(&file), bytes)
-        .unwrap_or_else(|e| panic!("cannot write {}: {e}", dir.join(&file).display()));
-    format!("{{\"file\": \"{file}\", \"shape\": {:?}}}", t.size())
-}
+use train::Objective;
 
 /// SO(3) base score at 65,536 noised rotations, sigma log-uniform in [1e-3, 1e2], alpha in (0, 1].
 fn so3_workload(dir: &Path, n: usize) -> String {
@@ -101,18 +77,44 @@ fn s2_smoother_workload(dir: &Path, n_data: usize, n_queries: usize) -> String {
 fn main() {
     let mut dir = PathBuf::from("target/peers");
     let mut quick = false;
+    let mut only: Option<Vec<String>> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--dir" => dir = PathBuf::from(args.next().expect("--dir needs a folder")),
             "--quick" => quick = true,
-            other => panic!("unknown option `{other}` (allowed: --dir DIR, --quick)"),
+            "--only" => {
+                only = Some(
+                    args.next().expect("--only needs a comma-separated list").split(',').map(String::from).collect(),
+                )
+            }
+            other => panic!("unknown option `{other}` (allowed: --dir DIR, --quick, --only NAME,..)"),
         }
     }
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     tch::set_num_threads(rayon::current_num_threads() as i32);
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|w| w == name));
     let n = if quick { 4096 } else { 65_536 };
-    let workloads = [so3_workload(&dir, n), s2_smoother_workload(&dir, 10_000, if quick { 1000 } else { 10_000 })];
+    let mut workloads = Vec::new();
+    if wanted("so3_base_score") {
+        workloads.push(so3_workload(&dir, n));
+    }
+    if wanted("s2_smoother") {
+        workloads.push(s2_smoother_workload(&dir, 10_000, if quick { 1000 } else { 10_000 }));
+    }
+    if wanted("mad_train_step") || wanted("reverse_sde_sampling") {
+        let (entry, weights) = train_workload(&dir, Objective::Mad, quick);
+        if wanted("mad_train_step") {
+            workloads.push(entry);
+        }
+        if wanted("reverse_sde_sampling") {
+            let n_steps = if quick { N_SAMPLER_STEPS / 4 } else { N_SAMPLER_STEPS };
+            workloads.push(sampling_workload(&dir, &weights, n_steps, quick));
+        }
+    }
+    if wanted("dsm_train_step") {
+        workloads.push(train_workload(&dir, Objective::Dsm, quick).0);
+    }
     let mut manifest = String::from("{\"workloads\": [\n");
     for (i, w) in workloads.iter().enumerate() {
         let sep = if i + 1 < workloads.len() { ",\n" } else { "\n" };

@@ -5,6 +5,7 @@
 
 mod layering;
 mod libtorch;
+mod smoke;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -16,8 +17,10 @@ cargo xtask COMMAND
 commands:
   setup                 find or install libtorch 2.13.0 and print where it is
   env                   print shell exports so that plain `cargo build` / `cargo test` work
-  test [--slow]         fmt check, clippy -D warnings, layering checks, every test and doctest
-                        (--slow, or CI=true, also runs the slow tests)
+  test [--slow]         fmt check, clippy -D warnings, layering checks, every test and doctest, then
+                        every experiment's --quick variant once (release build) with a check of its
+                        run folder and summary schema (--slow, or CI=true, also runs the slow tests)
+  smoke                 only the --quick experiment runs of `test`, into target/smoke/
   bench [ARGS..]        criterion benches (ARGS go to cargo bench, e.g. `-- sphere`)
   bench peers [--json FILE] [--quick]
                         the same workloads in NumPy/SciPy and PyTorch eager, with the throughput
@@ -65,6 +68,10 @@ fn run() -> Result<()> {
             Ok(())
         }
         "test" | "ci" => test(rest),
+        "smoke" => {
+            let t = libtorch::ensure()?;
+            smoke::run(&root(), |args| cargo(&t, args), |cmd| t.apply(cmd))
+        }
         "bench" => bench(rest),
         "experiment" => experiment(rest),
         "help" | "-h" | "--help" => {
@@ -130,6 +137,8 @@ fn test(args: &[String]) -> Result<()> {
     }
     run_step("cargo test (unit, integration, benches in test mode)", tests)?;
     run_step("cargo test --doc", docs)?;
+    eprintln!("xtask: smoke runs of every experiment's --quick variant (release build)");
+    smoke::run(&root(), |args| cargo(&t, args), |cmd| t.apply(cmd))?;
     eprintln!("xtask: all checks passed");
     Ok(())
 }

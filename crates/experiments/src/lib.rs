@@ -12,6 +12,14 @@
 //! assert!(err.to_string().starts_with("inline.csv:2:"));
 //! ```
 
+pub mod cli;
 pub mod data;
+pub mod discrete;
 pub mod earth;
+pub mod mad;
+pub mod metrics;
+pub mod plot;
+pub mod progress;
 pub mod run;
+pub mod so3;
+pub mod sphere;

@@ -1,6 +1,7 @@
 //! The experiment runner: `experiments NAME [options]` (normally through `cargo xtask experiment`).
 
 use anyhow::{bail, Context, Result};
+use experiments::cli;
 use experiments::data::{earth_file, EARTH_DATASETS};
 use experiments::earth::{published_column, run_smoother, PUBLISHED};
 use experiments::run::{Meta, RunDir};
@@ -9,13 +10,29 @@ use std::path::PathBuf;
 const HELP: &str = "\
 experiments NAME [options]
 
-experiments available now:
-  earth   diffusion kernel smoother on the Earth data: t by validation log-likelihood,
-          test NLL (area measure) over seeded 80/10/10 splits, next to the published table
-          options: --dataset volcano|earthquake|flood|fire|all (default all)
-                   --data-dir DIR (default ../shared/data/earth)
-                   --seed N (first split seed, default 0) --seeds K (default 5)
-                   --quick (2 seeds, coarse grid) --out DIR (default runs/earth-<dataset>)
+options of every MAD/DSM experiment:
+  --quick         the small variant (under a minute)
+  --seed N        the seed of data, initialisation, batches and sampling (overrides the config's)
+  --config FILE   a JSON object overriding fields of the default configuration (see the run folder's
+                  config.json for every field)
+  --out DIR       the run folder (default runs/NAME-<UTC time>); a folder with checkpoints is resumed
+  --device D      cpu (default), cuda or cuda:N
+
+experiments:
+  so3       (the main job) MAD vs DSM on a 16-component wrapped normal mixture on SO(3)
+  so3-sym   poses with octahedral symmetry: symmetrised training vs quotient canonicalisation
+  sphere    MAD vs DSM on an 8-component von Mises-Fisher mixture on S^2
+  discrete  MAD vs DSM on the two-point law (weights 0.1/0.9) and an Ising law on {-1,1}^8
+  earth     MAD vs DSM vs the diffusion kernel smoother on one Earth data set (80/10/10 split by the seed)
+            options: --dataset volcano|earthquake|flood|fire (default fire)
+                     --data-dir DIR (default ../shared/data/earth)
+
+  earth-smoother  the kernel smoother alone on the Earth data: t by validation log-likelihood,
+            test NLL (area measure) over seeded 80/10/10 splits, next to the published table
+            options: --dataset volcano|earthquake|flood|fire|all (default all)
+                     --data-dir DIR (default ../shared/data/earth)
+                     --seed N (first split seed, default 0) --seeds K (default 5)
+                     --quick (2 seeds, coarse grid) --out DIR (default runs/earth-smoother-<dataset>)
 ";
 
 fn main() {
@@ -28,15 +45,19 @@ fn main() {
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("earth") => earth(&args[1..]),
+        Some("earth-smoother") => earth(&args[1..]),
+        Some("earth") => {
+            experiments::sphere::run_earth(&cli::parse("earth", &args[1..], &["--dataset", "--data-dir"])?)
+        }
+        Some("sphere") => experiments::sphere::run_sphere(&cli::parse("sphere", &args[1..], &[])?),
+        Some("discrete") => experiments::discrete::run_discrete(&cli::parse("discrete", &args[1..], &[])?),
+        Some("so3") => experiments::so3::run_so3(&cli::parse("so3", &args[1..], &[])?),
+        Some("so3-sym") => experiments::so3::run_sym(&cli::parse("so3-sym", &args[1..], &[])?),
         Some("help" | "-h" | "--help") | None => {
             print!("{HELP}");
             Ok(())
         }
-        Some(other) => bail!(
-            "experiment `{other}` is not available yet (the MAD/DSM runner arrives with the MAD end-to-end \
-             work); available: earth"
-        ),
+        Some(other) => bail!("unknown experiment `{other}`; `experiments help` lists them"),
     }
 }
 
@@ -74,7 +95,7 @@ fn earth(args: &[String]) -> Result<()> {
     let n_grid = if quick { 7 } else { 13 };
     // log-uniform from 1e-5 to 1 (heat-kernel time, generator Delta).
     let grid: Vec<f64> = (0..n_grid).map(|i| 10f64.powf(-5.0 + 5.0 * i as f64 / (n_grid - 1) as f64)).collect();
-    let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/earth-{dataset}")));
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/earth-smoother-{dataset}")));
     let config = serde_json::json!({
         "experiment": "earth", "method": "kernel_smoother", "dataset": dataset,
         "data_dir": data_dir, "seed": seed, "n_seeds": n_seeds, "t_grid": grid, "split": [0.8, 0.1, 0.1],

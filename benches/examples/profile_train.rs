@@ -17,7 +17,8 @@ use train::optim::clip_grad_norm;
 use train::{loss_and_grad, AdamW, Ema, FlatParams, LossBatch, Objective, ScoreMlp, TensorBase, Trainer};
 
 fn main() {
-    tch::set_num_threads(rayon::current_num_threads() as i32);
+    let threads = std::env::var("THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(rayon::current_num_threads());
+    tch::set_num_threads(threads as i32);
     let secs = 2.0;
     let data = so3_data();
     for objective in [Objective::Dsm, Objective::Mad] {
@@ -25,12 +26,16 @@ fn main() {
         let base: Option<Arc<dyn TensorBase>> =
             if objective == Objective::Mad { Some(Arc::new(So3Base::new())) } else { None };
         let mut trainer = Trainer::new(config, &[3, 3], base.clone(), Device::Cpu).unwrap();
+        let cpu0 = cpu_seconds();
+        let mut n_steps = 0;
         let whole = time_per_call(
             || {
                 trainer.step(&data).unwrap();
+                n_steps += 1;
             },
             secs,
         );
+        let cpu = (cpu_seconds() - cpu0) / n_steps as f64;
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let b = 512usize;
         let mut batch = None;
@@ -83,8 +88,17 @@ fn main() {
         let mut ema = Ema::new(flat.buffer(), 0.999);
         let em = time_per_call(|| ema.update(flat.buffer()), secs);
         println!(
-            "{objective:?}: step {:.2} ms ({:.1}/s) | draw {:.2} | loss_and_grad {:.2} (base {:.2}, fwd only {:.2}) | clip {:.3} | adam {:.3} | ema {:.3}",
-            whole * 1e3, 1.0 / whole, draw * 1e3, lg * 1e3, base_t * 1e3, fwd * 1e3, clip * 1e3, ad * 1e3, em * 1e3
+            "{objective:?} ({threads} threads): step {:.2} ms ({:.1}/s, {:.2} ms CPU) | draw {:.2} | loss_and_grad {:.2} (base {:.2}, fwd only {:.2}) | clip {:.3} | adam {:.3} | ema {:.3}",
+            whole * 1e3, 1.0 / whole, cpu * 1e3, draw * 1e3, lg * 1e3, base_t * 1e3, fwd * 1e3, clip * 1e3, ad * 1e3, em * 1e3
         );
     }
+}
+
+/// User plus system CPU time of this process in seconds, from `/proc/self/stat` (Linux; NaN elsewhere).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
+    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    (ticks(11) + ticks(12)) / 100.0
 }

@@ -145,6 +145,7 @@ def main():
     ap.add_argument("--dir", required=True)
     ap.add_argument("--json")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, help="libtorch intra-op threads of the PyTorch peer")
     args = ap.parse_args()
     manifest = json.load(open(os.path.join(args.dir, "manifest.json")))
     rows, torch_rows = [], []
@@ -153,6 +154,8 @@ def main():
         if name in TORCH_WORKLOADS:
             import peers_torch
 
+            if args.threads:
+                peers_torch.torch.set_num_threads(args.threads)
             peer_per_s, check, how = peers_torch.run(args.dir, w, args.quick)
             torch_rows.append(
                 dict(
@@ -161,7 +164,7 @@ def main():
                     peer_per_s=peer_per_s,
                     ratio=w["ours_per_s"] / peer_per_s,
                     agreement=check,
-                    peer=f"PyTorch {peers_torch.torch.__version__} eager, {how}",
+                    peer=f"PyTorch {peers_torch.torch.__version__} eager, {how}, {peers_torch.torch.get_num_threads()} threads",
                     note=w.get("note", ""),
                 )
             )

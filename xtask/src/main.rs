@@ -22,9 +22,9 @@ commands:
                         run folder and summary schema (--slow, or CI=true, also runs the slow tests)
   smoke                 only the --quick experiment runs of `test`, into target/smoke/
   bench [ARGS..]        criterion benches (ARGS go to cargo bench, e.g. `-- sphere`)
-  bench peers [--json FILE] [--quick]
+  bench peers [--json FILE] [--quick] [--threads N]
                         the same workloads in NumPy/SciPy and PyTorch eager, with the throughput
-                        ratio ours/peer
+                        ratio ours/peer (--threads: libtorch and rayon threads of both sides)
   experiment NAME ..    run an experiment in release mode (`cargo xtask experiment help` lists them)
   help                  this text
 
@@ -160,12 +160,17 @@ fn bench(args: &[String]) -> Result<()> {
 fn bench_peers(t: &libtorch::Libtorch, args: &[String]) -> Result<()> {
     let mut json = None;
     let mut quick = false;
+    let mut threads = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--json" => json = Some(it.next().context("--json needs a file name")?.clone()),
             "--quick" => quick = true,
-            other => bail!("unknown option `{other}` for bench peers (allowed: --json FILE, --quick)"),
+            "--threads" => {
+                let n = it.next().context("--threads needs a count")?;
+                threads = Some(n.parse::<usize>().ok().filter(|&n| n >= 1).context("--threads needs a count >= 1")?);
+            }
+            other => bail!("unknown option `{other}` for bench peers (allowed: --json FILE, --quick, --threads N)"),
         }
     }
     let (python, own_env) = peer_python(t)?;
@@ -178,6 +183,9 @@ fn bench_peers(t: &libtorch::Libtorch, args: &[String]) -> Result<()> {
     if quick {
         ours.arg("--quick");
     }
+    if let Some(n) = threads {
+        ours.arg("--threads").arg(n.to_string());
+    }
     run_step("our side of the peer benches", ours)?;
     let mut peer = Command::new(&python);
     peer.arg(root().join("benches").join("peers").join("peers.py")).arg("--dir").arg(&dir);
@@ -186,6 +194,9 @@ fn bench_peers(t: &libtorch::Libtorch, args: &[String]) -> Result<()> {
     }
     if quick {
         peer.arg("--quick");
+    }
+    if let Some(n) = threads {
+        peer.arg("--threads").arg(n.to_string());
     }
     // The peer's torch brings its own libtorch: do not point it at ours.
     peer.env_remove("LIBTORCH_USE_PYTORCH");

@@ -78,6 +78,7 @@ fn main() {
     let mut dir = PathBuf::from("target/peers");
     let mut quick = false;
     let mut only: Option<Vec<String>> = None;
+    let mut threads = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -88,10 +89,14 @@ fn main() {
                     args.next().expect("--only needs a comma-separated list").split(',').map(String::from).collect(),
                 )
             }
-            other => panic!("unknown option `{other}` (allowed: --dir DIR, --quick, --only NAME,..)"),
+            "--threads" => threads = Some(args.next().and_then(|n| n.parse().ok()).expect("--threads needs a count")),
+            other => panic!("unknown option `{other}` (allowed: --dir DIR, --quick, --only NAME,.., --threads N)"),
         }
     }
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    if let Some(n) = threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().expect("the rayon pool is not built yet");
+    }
     tch::set_num_threads(rayon::current_num_threads() as i32);
     let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|w| w == name));
     let n = if quick { 4096 } else { 65_536 };

@@ -5,11 +5,18 @@
 //! gradients written straight into the flat gradient buffer (`mm_out`, `sum_out`) instead of being
 //! allocated and then copied.
 //!
+//! The matrix products of f32 networks on the CPU run through oneDNN's inner product (forward, gradient of
+//! the input, gradients of weight and bias), which is about twice as fast as the BLAS `sgemm` behind `addmm`
+//! on CPUs where that BLAS takes its AVX2 path, with the same f32 accumulation; activations and gradients
+//! are converted to oneDNN's layout and back around each product (a copy of `[B, width]`, a few percent
+//! of the product). Other dtypes and devices use `addmm`/`mm`.
+//!
 //! Unlike the optimiser ([`crate::optim`]), the elementwise kernels here run whole: the nonlinearity and
 //! its derivative are compute-bound and do gain from a second thread (measured on an idle 2-core machine:
 //! about 15% more steps per second than with serial chunks).
 
 use crate::loss::noised;
+use crate::net::onednn_f32;
 use crate::{Activation, LossBatch, ScoreMlp, TensorBase, Weighting};
 use scores::Schedule;
 use tch::Tensor;
@@ -55,18 +62,22 @@ pub fn loss_and_grad(
     let act = net.config().activation;
     let layers = net.layers();
     let last = layers.len() - 1;
-    // Forward: inputs[i] enters layer i, pre[i] is layer i's pre-activation (hidden layers only).
-    let mut inputs = vec![net.features(&n.x_t, &n.alpha, &n.sigma)];
+    let gemm = Gemm::for_params(&layers[0].0);
+    // Forward: inputs[i] enters layer i (in the GEMM backend's layout), pre[i] is layer i's pre-activation
+    // and acts[i] its activation (hidden layers only, dense).
+    let mut inputs = vec![gemm.to_input(&net.features(&n.x_t, &n.alpha, &n.sigma))];
     let mut pre = Vec::with_capacity(last);
+    let mut acts = Vec::with_capacity(last);
     for (w, bias) in &layers[..last] {
-        let z = bias.addmm(&inputs[inputs.len() - 1], &w.tr());
+        let z = gemm.linear(&inputs[inputs.len() - 1], w, bias);
         let a = z.empty_like();
         act_into(act, &z, &a);
+        inputs.push(gemm.to_input(&a));
         pre.push(z);
-        inputs.push(a);
+        acts.push(a);
     }
     let (w_out, b_out) = &layers[last];
-    let out = b_out.addmm(&inputs[last], &w_out.tr());
+    let out = gemm.linear(&inputs[last], w_out, b_out);
     let r = out - n.target.reshape([b, -1]);
     let per_sample = r.square().sum_dim_intlist(1, false, None);
     let weights = match weighting {
@@ -93,14 +104,75 @@ pub fn loss_and_grad(
         let (nw, nb) = (w.numel() as i64, bias.numel() as i64);
         let gw = grad.narrow(0, offsets[i], nw).view(&w.size()[..]);
         let gb = grad.narrow(0, offsets[i] + nw, nb);
-        let _ = g.tr().mm_out(&gw, &inputs[i]);
-        let _ = g.sum_intlist_out(&gb, [0i64].as_slice(), false, None);
+        let g_in = gemm.to_input(&g);
+        gemm.weight_grads_into(&g, &g_in, &inputs[i], w, &gw, &gb);
         if i > 0 {
-            let ga = g.mm(w);
+            let ga = gemm.input_grad(&g, &g_in, w, &acts[i - 1]);
             let gz = ga.empty_like();
-            act_backward_into(act, &ga, &pre[i - 1], &inputs[i], &gz);
+            act_backward_into(act, &ga, &pre[i - 1], &acts[i - 1], &gz);
             g = gz;
         }
     }
     loss.double_value(&[])
+}
+
+/// Which kernels run the dense layers: oneDNN's inner product for f32 on the CPU (where it is about twice
+/// as fast as the BLAS `sgemm` that `addmm` calls on this hardware, and as exact: plain f32 accumulation),
+/// else `addmm`/`mm` (every other dtype and device, and libtorch builds without oneDNN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gemm {
+    Blas,
+    OneDnn,
+}
+
+impl Gemm {
+    /// The backend for parameters like `w`.
+    fn for_params(w: &Tensor) -> Self {
+        if onednn_f32(w) {
+            Gemm::OneDnn
+        } else {
+            Gemm::Blas
+        }
+    }
+
+    /// A layer input `[B, in]` (dense) in the layout `linear` and the weight gradient read.
+    fn to_input(self, x: &Tensor) -> Tensor {
+        match self {
+            Gemm::Blas => x.shallow_clone(),
+            Gemm::OneDnn => x.contiguous().g_to_mkldnn(None),
+        }
+    }
+
+    /// `x w^T + b` for an input from `to_input`, dense `[B, out]`.
+    fn linear(self, x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
+        match self {
+            Gemm::Blas => b.addmm(x, &w.tr()),
+            Gemm::OneDnn => x.mkldnn_linear(w, Some(b)).to_dense(None, false),
+        }
+    }
+
+    /// Writes `g^T x` into `gw` and the column sums of `g` into `gb`; `g: [B, out]` dense, `g_in` the same
+    /// from `to_input`, `x` the layer input from `to_input`.
+    fn weight_grads_into(self, g: &Tensor, g_in: &Tensor, x: &Tensor, w: &Tensor, gw: &Tensor, gb: &Tensor) {
+        match self {
+            Gemm::Blas => {
+                let _ = g.tr().mm_out(gw, x);
+                let _ = g.sum_intlist_out(gb, [0i64].as_slice(), false, None);
+            }
+            Gemm::OneDnn => {
+                let (dw, db) = x.mkldnn_linear_backward_weights(g_in, w, true);
+                let (mut gw, mut gb) = (gw.shallow_clone(), gb.shallow_clone());
+                gw.copy_(&dw);
+                gb.copy_(&db);
+            }
+        }
+    }
+
+    /// `g w`, dense `[B, in]`, shaped like `like`.
+    fn input_grad(self, g: &Tensor, g_in: &Tensor, w: &Tensor, like: &Tensor) -> Tensor {
+        match self {
+            Gemm::Blas => g.mm(w),
+            Gemm::OneDnn => Tensor::mkldnn_linear_backward_input(like.size(), g_in, w).to_dense(None, false),
+        }
+    }
 }

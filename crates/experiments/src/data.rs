@@ -90,6 +90,82 @@ pub fn load_earth(data_dir: &Path, dataset: &str) -> Result<Vec<DVector<f64>>> {
     Ok(rows.into_iter().map(|(lat, lon)| lat_lon_to_unit(lat, lon)).collect())
 }
 
+/// Parses rows of `dim` comma-separated numbers (a point of R^dim a row; a 3x3 matrix row-major for
+/// SO(3)). Comment lines (`#`), blank lines and one header row before the data are skipped. Errors name
+/// `source` and the line: a wrong field count, a field that is not a number, a non-finite value.
+pub fn parse_points(text: &str, source: &str, dim: usize) -> Result<Vec<Vec<f64>>> {
+    let mut rows: Vec<Vec<f64>> = Vec::new();
+    let mut seen_header = false;
+    for (idx, raw) in text.lines().enumerate() {
+        let line_no = idx + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        if fields.len() != dim {
+            bail!("{source}:{line_no}: expected {dim} comma-separated numbers, found {} fields", fields.len());
+        }
+        let parsed: Vec<Option<f64>> = fields.iter().map(|f| f.parse::<f64>().ok()).collect();
+        if rows.is_empty() && !seen_header && parsed.iter().all(Option::is_none) {
+            seen_header = true;
+            continue;
+        }
+        let mut row = Vec::with_capacity(dim);
+        for (k, (f, v)) in fields.iter().zip(parsed).enumerate() {
+            match v {
+                Some(v) if v.is_finite() => row.push(v),
+                Some(_) => bail!("{source}:{line_no}: field {} is not finite (`{f}`)", k + 1),
+                None => bail!("{source}:{line_no}: field {} is not a number (`{f}`)", k + 1),
+            }
+        }
+        rows.push(row);
+    }
+    if rows.is_empty() {
+        bail!("{source}: no data rows");
+    }
+    Ok(rows)
+}
+
+/// Checks that every row of `rows` (as parsed by [`parse_points`], line numbers counted among data rows)
+/// lies on `manifold` within `tol` (ambient distance); with `project`, rows off the manifold are projected
+/// instead. Errors name `source`, the data row (1-based) and its distance.
+pub fn on_manifold<M: geom::Manifold>(
+    manifold: &M,
+    rows: &[Vec<f64>],
+    tol: f64,
+    project: bool,
+    source: &str,
+) -> Result<Vec<M::Point>> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let x = manifold.from_flat(row).with_context(|| format!("{source}: data row {}", i + 1))?;
+            let d = manifold.distance_to_manifold(&x).with_context(|| format!("{source}: data row {}", i + 1))?;
+            if d <= tol || project {
+                Ok(manifold.project(&x)?)
+            } else {
+                bail!(
+                    "{source}: data row {} is {d:.3e} from {} (tolerance {tol:.1e}); set project_data = true in \
+                     the config to project such rows onto it",
+                    i + 1,
+                    manifold.name()
+                )
+            }
+        })
+        .collect()
+}
+
+/// Reads a file of points on `manifold` ([`parse_points`], [`on_manifold`]).
+pub fn load_points<M: geom::Manifold>(manifold: &M, path: &Path, tol: f64, project: bool) -> Result<Vec<M::Point>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the data file {}", path.display()))?;
+    let source = path.display().to_string();
+    let dim = manifold.ambient_shape().iter().product::<i64>() as usize;
+    let rows = parse_points(&text, &source, dim)?;
+    on_manifold(manifold, &rows, tol, project, &source)
+}
+
 /// A train/validation/test split.
 #[derive(Debug, Clone)]
 pub struct Split<T> {
@@ -146,6 +222,32 @@ mod tests {
         let e = parse_lat_lon("1,2\nlat,lon\n", "f.csv").unwrap_err().to_string();
         assert!(e.contains("f.csv:2:"), "a header after data is an error: {e}");
         assert!(parse_lat_lon("# only comments\n", "f.csv").is_err());
+    }
+
+    #[test]
+    fn points_files_name_file_and_line() {
+        let rows = parse_points("# c\nx,y,z\n1,0,0\n0, 1, 0\n", "p.csv", 3).unwrap();
+        assert_eq!(rows, vec![vec![1.0, 0.0, 0.0], vec![0.0, 1.0, 0.0]]);
+        let e = parse_points("1,0,0\n1,0\n", "p.csv", 3).unwrap_err().to_string();
+        assert!(e.starts_with("p.csv:2:") && e.contains("expected 3"), "{e}");
+        let e = parse_points("1,0,0\n1,x,0\n", "p.csv", 3).unwrap_err().to_string();
+        assert!(e.starts_with("p.csv:2:") && e.contains("field 2"), "{e}");
+        let e = parse_points("1,0,0\n1,0,inf\n", "p.csv", 3).unwrap_err().to_string();
+        assert!(e.starts_with("p.csv:2:") && e.contains("not finite"), "{e}");
+        assert!(parse_points("", "p.csv", 3).is_err());
+    }
+
+    #[test]
+    fn off_manifold_rows_are_errors_unless_projected() {
+        let s2 = geom::Sphere::new(3).unwrap();
+        let rows = vec![vec![1.0, 0.0, 0.0], vec![0.0, 2.0, 0.0]];
+        let e = on_manifold(&s2, &rows, 1e-6, false, "p.csv").unwrap_err().to_string();
+        assert!(e.contains("data row 2") && e.contains("project_data"), "{e}");
+        let pts = on_manifold(&s2, &rows, 1e-6, true, "p.csv").unwrap();
+        assert!((pts[1][1] - 1.0).abs() < 1e-15);
+        let so3 = geom::So3::new();
+        let eye = vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+        assert_eq!(on_manifold(&so3, &[eye], 1e-6, false, "r.csv").unwrap().len(), 1);
     }
 
     #[test]

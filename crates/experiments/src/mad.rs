@@ -507,6 +507,9 @@ pub fn print_table(title: &str, methods: &[(String, MethodSummary)], extra: &[&s
                 Some(serde_json::Value::Number(v)) => {
                     row.push_str(&format!(" {:>14.5}", v.as_f64().unwrap_or(f64::NAN)))
                 }
+                Some(v) if v.get("mmd").is_some_and(|m| m.is_number()) => {
+                    row.push_str(&format!(" {:>14.5}", v["mmd"].as_f64().unwrap_or(f64::NAN)))
+                }
                 Some(v) => row.push_str(&format!(" {:>14}", v.to_string())),
                 None => row.push_str(&format!(" {:>14}", "-")),
             }

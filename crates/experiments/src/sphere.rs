@@ -9,11 +9,12 @@
 //! and samples drawn from the smoothed density (a training point moved by the heat kernel) for its MMD.
 
 use crate::cli::Options;
-use crate::data::{earth_file, load_earth, split};
+use crate::data::{earth_file, load_earth, load_points, split};
 use crate::earth::{published_column, PUBLISHED};
 use crate::mad::{report, Compared, Comparison, Method, MethodSummary, Outcome, TrainSettings};
 use crate::metrics::{median_bandwidth, mmd, sphere_dist_matrix};
 use crate::run::{Meta, RunDir};
+use crate::so3::LOCAL_FACTOR;
 use anyhow::{bail, Context, Result};
 use geom::distributions::{random_vmf_mixture, ManifoldDistribution};
 use geom::{Sphere, UniformSampler};
@@ -71,6 +72,20 @@ pub struct SphereConfig {
     pub eval_batch: i64,
     /// MMD kernel bandwidth in radians (`null`: the median pairwise distance of the held-out data).
     pub mmd_bandwidth: Option<f64>,
+    /// `sphere` only: train on the unit vectors in this CSV file (3 numbers a row) instead of the synthetic
+    /// mixture; 10% of the rows (by the seed) are held out. `data` must then be `null`.
+    #[serde(default)]
+    pub data_file: Option<PathBuf>,
+    /// Project rows of `data_file` that are off S^2 by more than `manifold_tol` instead of refusing them.
+    #[serde(default)]
+    pub project_data: bool,
+    /// Ambient distance to S^2 beyond which a row of `data_file` is off the manifold.
+    #[serde(default = "default_tol")]
+    pub manifold_tol: f64,
+}
+
+fn default_tol() -> f64 {
+    1e-6
 }
 
 fn train_settings() -> TrainSettings {
@@ -110,6 +125,9 @@ impl SphereConfig {
             n_samples: 2_000,
             eval_batch: 4_096,
             mmd_bandwidth: None,
+            data_file: None,
+            project_data: false,
+            manifold_tol: default_tol(),
         }
     }
 
@@ -134,9 +152,9 @@ impl SphereConfig {
             self.smoother_grid = (0..7).map(|i| 10f64.powf(-5.0 + 5.0 * i as f64 / 6.0)).collect();
         }
         self.train.model.width = 128;
-        self.train.steps = 600;
+        self.train.steps = 1_500;
         self.train.optim.warmup_steps = 50;
-        self.train.checkpoint_every = 300;
+        self.train.checkpoint_every = 500;
         self.sampler = em_sampler(100);
         self.n_samples = 500;
         self.eval_batch = 1_024;
@@ -145,7 +163,17 @@ impl SphereConfig {
 
     /// Validates every field before any work; errors name the field and its allowed range.
     pub fn check(&self, earth: bool) -> Result<()> {
+        if !(self.manifold_tol.is_finite() && self.manifold_tol > 0.0) {
+            bail!("invalid config: manifold_tol = {}: expected a positive number", self.manifold_tol);
+        }
         match (&self.data, earth) {
+            (Some(_), false) if self.data_file.is_some() => {
+                bail!("invalid config: data and data_file are both set: set data to null to read the file")
+            }
+            (None, false) if self.data_file.is_some() => {}
+            (_, true) if self.data_file.is_some() => {
+                bail!("invalid config: data_file: earth reads its data set from --data-dir (use the sphere experiment)")
+            }
             (Some(d), false) => {
                 if d.n_components < 1 || d.n_components > 10_000 {
                     bail!("invalid config: data.n_components = {}: expected 1..=10000", d.n_components);
@@ -173,7 +201,7 @@ impl SphereConfig {
             }
         }
         self.train.check()?;
-        self.sampler.check().map_err(|e| anyhow::anyhow!("invalid config: sampler.{e}"))?;
+        self.sampler.check().map_err(|e| anyhow::anyhow!("invalid config: sampler: {e}"))?;
         if !(2..=100_000).contains(&self.n_samples) {
             bail!("invalid config: n_samples = {}: expected 2..=100000", self.n_samples);
         }
@@ -232,7 +260,9 @@ fn mad_vs_dsm(
     for m in &methods {
         let o = cmp.run_method(m, train, &eval)?;
         let score = mmd(&o.sampled.points, test, sphere_dist_matrix, h)?;
-        summaries.push((m.name.clone(), MethodSummary::new(&o.trained, &o.sampled, o.eval_loss, score)));
+        let local = mmd(&o.sampled.points, test, sphere_dist_matrix, h / LOCAL_FACTOR)?;
+        let s = MethodSummary::new(&o.trained, &o.sampled, o.eval_loss, score).with("mmd_local", local);
+        summaries.push((m.name.clone(), s));
         outcomes.push(o);
     }
     Ok((summaries, outcomes))
@@ -259,23 +289,38 @@ pub fn run_sphere(opts: &Options) -> Result<()> {
     let base = if opts.quick { base.quick() } else { base };
     let config = opts.resolve(base, |c, s| c.seed = s)?;
     config.check(false)?;
-    let d = config.data.expect("checked");
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let mixture = random_vmf_mixture(3, d.n_components, d.kappa, &mut rng)?;
-    let train = points_to_tensor(&mixture.sample_n(d.n_train, &mut rng));
-    let test = points_to_tensor(&mixture.sample_n(d.n_test, &mut rng));
+    let s2 = Sphere::new(3)?;
+    let (mixture, train, test) = match (&config.data_file, config.data) {
+        (Some(path), _) => {
+            let rows = load_points(&s2, path, config.manifold_tol, config.project_data)?;
+            let (train, test) = crate::so3::holdout(&rows, config.seed)
+                .with_context(|| format!("{}: too few rows to hold out a test set", path.display()))?;
+            (None, points_to_tensor(&train), points_to_tensor(&test))
+        }
+        (None, Some(d)) => {
+            let mixture = random_vmf_mixture(3, d.n_components, d.kappa, &mut rng)?;
+            let train = points_to_tensor(&mixture.sample_n(d.n_train, &mut rng));
+            let test = points_to_tensor(&mixture.sample_n(d.n_test, &mut rng));
+            (Some(mixture), train, test)
+        }
+        (None, None) => unreachable!("checked: data or data_file"),
+    };
     let run = RunDir::create(&opts.out_dir(), &config, &Meta::collect("sphere", config.seed, opts.device))?;
     eprintln!("sphere: run folder {}", run.path().display());
     let h = bandwidth(&config, &test)?;
     let (summaries, outcomes) = mad_vs_dsm(&run, &config, opts, &train, &test, h)?;
     let n = config.n_samples as usize;
-    let s2 = Sphere::new(3)?;
-    let fresh = points_to_tensor(&mixture.sample_n(n, &mut rng));
     let uniform: Vec<DVector<f64>> = (0..n).map(|_| s2.sample_uniform(&mut rng)).collect();
-    let reference = serde_json::json!({
-        "fresh_data": mmd(&fresh, &test, sphere_dist_matrix, h)?,
+    let mut reference = serde_json::json!({
         "uniform": mmd(&points_to_tensor(&uniform), &test, sphere_dist_matrix, h)?,
     });
+    if let Some(mixture) = &mixture {
+        let fresh = points_to_tensor(&mixture.sample_n(n, &mut rng));
+        reference["fresh_data"] = serde_json::to_value(mmd(&fresh, &test, sphere_dist_matrix, h)?)?;
+        reference["fresh_data_local"] =
+            serde_json::to_value(mmd(&fresh, &test, sphere_dist_matrix, h / LOCAL_FACTOR)?)?;
+    }
     sample_map(&run, "sphere: samples on an equal-area map", &test, &[], &outcomes)?;
     report(
         &run,
@@ -285,7 +330,7 @@ pub fn run_sphere(opts: &Options) -> Result<()> {
         &outcomes,
         Vec::new(),
         reference,
-        &[],
+        &["mmd_local"],
         "MMD: Gaussian kernel on the great-circle distance",
     )
 }
@@ -355,7 +400,7 @@ pub fn run_earth(opts: &Options) -> Result<()> {
         &outcomes,
         vec![("kernel_smoother".to_string(), ks)],
         reference,
-        &[],
+        &["mmd_local"],
         "MMD: Gaussian kernel on the great-circle distance",
     )?;
     println!("kernel_smoother: test NLL {nll:.3} (area measure) at t = {t:.3e}; MMD in summary.json");

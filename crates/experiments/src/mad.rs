@@ -478,13 +478,14 @@ impl MethodSummary {
     }
 }
 
-/// Prints the end-of-run table: one row per method, columns for the common metrics and the given extra
+/// Prints the end-of-run table: one row per method, columns for the common metrics (MMD as the signed unbiased
+/// MMD^2, which is below 0 when samples and data are indistinguishable at that bandwidth) and the given extra
 /// keys.
 pub fn print_table(title: &str, methods: &[(String, MethodSummary)], extra: &[&str]) {
     println!("\n{title}");
     let mut header = format!(
         "{:<16} {:>11} {:>11} {:>11} {:>9} {:>12} {:>9} {:>9}",
-        "method", "final_loss", "eval_loss", "mmd", "mmd_bw", "dist_before", "train_s", "sample_s"
+        "method", "final_loss", "eval_loss", "mmd2", "mmd_bw", "dist_before", "train_s", "sample_s"
     );
     for k in extra {
         header.push_str(&format!(" {k:>14}"));
@@ -492,11 +493,11 @@ pub fn print_table(title: &str, methods: &[(String, MethodSummary)], extra: &[&s
     println!("{header}");
     for (name, s) in methods {
         let mut row = format!(
-            "{:<16} {:>11.5} {:>11.5} {:>11.5} {:>9.4} {:>12.5} {:>9.1} {:>9.1}",
+            "{:<16} {:>11.5} {:>11.5} {:>11.3e} {:>9.4} {:>12.5} {:>9.1} {:>9.1}",
             name,
             s.final_loss,
             s.eval_loss,
-            s.mmd.mmd,
+            s.mmd.mmd2,
             s.mmd.bandwidth,
             s.dist_to_manifold,
             s.train_seconds,
@@ -507,8 +508,8 @@ pub fn print_table(title: &str, methods: &[(String, MethodSummary)], extra: &[&s
                 Some(serde_json::Value::Number(v)) => {
                     row.push_str(&format!(" {:>14.5}", v.as_f64().unwrap_or(f64::NAN)))
                 }
-                Some(v) if v.get("mmd").is_some_and(|m| m.is_number()) => {
-                    row.push_str(&format!(" {:>14.5}", v["mmd"].as_f64().unwrap_or(f64::NAN)))
+                Some(v) if v.get("mmd2").is_some_and(|m| m.is_number()) => {
+                    row.push_str(&format!(" {:>14.3e}", v["mmd2"].as_f64().unwrap_or(f64::NAN)))
                 }
                 Some(v) => row.push_str(&format!(" {:>14}", v.to_string())),
                 None => row.push_str(&format!(" {:>14}", "-")),
@@ -612,8 +613,8 @@ pub fn report(
     print_table(&format!("{experiment} ({mmd_note}; lower is better)"), summaries, extra);
     if let Some(rf) = summary["reference"].as_object() {
         for (k, v) in rf {
-            match v.get("mmd") {
-                Some(m) => println!("reference {k:<24} mmd {:.5}", m.as_f64().unwrap_or(f64::NAN)),
+            match v.get("mmd2") {
+                Some(m) => println!("reference {k:<24} mmd2 {:.3e}", m.as_f64().unwrap_or(f64::NAN)),
                 None => println!("reference {k:<24} {v}"),
             }
         }

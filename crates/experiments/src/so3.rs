@@ -304,7 +304,16 @@ pub fn run_so3(opts: &Options) -> Result<()> {
         reference["fresh_data"] = serde_json::to_value(mmd(&fresh, &r.test, so3_dist_matrix, h)?)?;
         reference["fresh_data_local"] = serde_json::to_value(mmd(&fresh, &r.test, so3_dist_matrix, h / LOCAL_FACTOR)?)?;
     }
-    finish(&r, "so3", &summaries, &outcomes, reference, &["mmd_local"], "MMD: Gaussian kernel on the rotation angle")?;
+    finish(
+        &r,
+        "so3",
+        &summaries,
+        &outcomes,
+        reference,
+        &["mmd_local"],
+        "MMD: Gaussian kernel on the rotation angle",
+        None,
+    )?;
     Ok(())
 }
 
@@ -368,6 +377,7 @@ pub fn run_sym(opts: &Options) -> Result<()> {
         reference,
         &["off_mode_fraction"],
         "MMD: Gaussian kernel on the quotient distance d_G",
+        Some(&group),
     )?;
     Ok(())
 }
@@ -380,13 +390,22 @@ fn finish(
     reference: serde_json::Value,
     extra: &[&str],
     mmd_note: &str,
+    canonical: Option<&SymmetryGroup>,
 ) -> Result<()> {
-    let data = tensor_to_rotations(&r.test);
+    // Modulo a group, every pose is drawn as its canonical representative (data and samples alike).
+    let show = |t: &Tensor| match canonical {
+        Some(g) => tensor_to_rotations(&g.canonicalize_t(&t.to_kind(Kind::Double))),
+        None => tensor_to_rotations(t),
+    };
+    let data = show(&r.test);
     let samples: Vec<(String, Vec<[[f64; 3]; 3]>)> =
-        outcomes.iter().map(|o| (o.trained.name.clone(), tensor_to_rotations(&o.sampled.points))).collect();
+        outcomes.iter().map(|o| (o.trained.name.clone(), show(&o.sampled.points))).collect();
     let mut panels: Vec<(&str, &[[[f64; 3]; 3]])> = vec![("held-out data", data.as_slice())];
     panels.extend(samples.iter().map(|(n, s)| (n.as_str(), s.as_slice())));
-    let title = format!("{name}: rotation axis, angle as colour");
+    let title = match canonical {
+        Some(g) => format!("{name}: canonical representatives modulo {}; rotation axis, angle as colour", g.name()),
+        None => format!("{name}: rotation axis, angle as colour"),
+    };
     crate::plot::rotation_panels(&r.run.file("samples.png"), &title, &panels)?;
     report(&r.run, name, r.config.seed, summaries, outcomes, Vec::new(), reference, extra, mmd_note)
 }

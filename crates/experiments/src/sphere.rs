@@ -363,7 +363,7 @@ pub fn run_earth(opts: &Options) -> Result<()> {
     let (t, _) = select_time_by_validation(&smoother, &valid, &config.smoother_grid)
         .with_context(|| format!("selecting the smoothing time on {dataset}"))?;
     let nll = test_nll(&smoother, &test, t)?;
-    let heat = SphereHeatKernel::new(3)?;
+    let heat = SphereHeatKernel::new(2)?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let smoothed: Vec<DVector<f64>> = (0..config.n_samples as usize)
         .map(|_| {

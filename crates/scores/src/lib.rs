@@ -16,6 +16,7 @@
 
 pub mod base;
 pub mod error;
+pub mod gmm;
 pub mod heat;
 pub mod quadrature;
 pub mod schedule;

@@ -262,16 +262,23 @@ impl GaussianMixture {
         s
     }
 
-    /// The mixture's constants as tensors in `kind` on `device`: `P [K, D, D]`, `mu [K, D]`, `c [K]`.
+    /// The mixture's constants as tensors in `kind` on `device`: the stacked factors
+    /// `A = [P_1; ..; P_K]` (`[K D, D]`), `A mu = [P_1 mu_1; ..; P_K mu_K]` (`[K D]`) and the constants
+    /// `c [K]`.
     fn tensors(&self, kind: Kind, device: Device) -> (Tensor, Tensor, Tensor) {
         let (k, d) = (self.n_components() as i64, self.dim as i64);
-        let p: Vec<f64> =
-            self.prec_chols.iter().flat_map(|m| m.transpose().iter().cloned().collect::<Vec<_>>()).collect();
-        let mu: Vec<f64> = self.means.iter().flat_map(|m| m.iter().cloned().collect::<Vec<_>>()).collect();
+        let mut a: Vec<f64> = Vec::with_capacity((k * d * d) as usize);
+        let mut a_mu: Vec<f64> = Vec::with_capacity((k * d) as usize);
+        for (p, mu) in self.prec_chols.iter().zip(&self.means) {
+            for r in 0..self.dim {
+                a.extend(p.row(r).iter());
+            }
+            a_mu.extend((p * mu).iter());
+        }
         let opts = |t: Tensor| t.to_kind(kind).to_device(device);
         (
-            opts(Tensor::from_slice(&p).reshape([k, d, d])),
-            opts(Tensor::from_slice(&mu).reshape([k, d])),
+            opts(Tensor::from_slice(&a).reshape([k * d, d])),
+            opts(Tensor::from_slice(&a_mu)),
             opts(Tensor::from_slice(&self.log_consts)),
         )
     }
@@ -285,37 +292,41 @@ impl GaussianMixture {
         );
     }
 
-    /// `(log w_k + log N(x_b; mu_k, Sigma_k) [B, K], Sigma_k^{-1} (x_b - mu_k) [B, K, D])`.
-    fn batched_terms(&self, x: &Tensor) -> (Tensor, Tensor) {
+    /// `(y [B, K, D], log w_k + log N(x_b; mu_k, Sigma_k) [B, K], A [K D, D])` with
+    /// `y[b, k] = P_k (x_b - mu_k)`: one matrix product for all components.
+    fn batched_terms(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
         self.check_batch(x);
-        let (p, mu, c) = self.tensors(x.kind(), x.device());
-        let diff = x.unsqueeze(1) - mu.unsqueeze(0);
-        let y = Tensor::einsum("kij,bkj->bki", &[&p, &diff], None::<i64>);
+        let (a, a_mu, c) = self.tensors(x.kind(), x.device());
+        let (b, k, d) = (x.size()[0], self.n_components() as i64, self.dim as i64);
+        let y = (x.matmul(&a.tr()) - a_mu).view([b, k, d]);
         let lp = c.unsqueeze(0) - y.square().sum_dim_intlist(-1, false, x.kind()) * 0.5;
-        let prec_diff = Tensor::einsum("kji,bkj->bki", &[&p, &y], None::<i64>);
-        (lp, prec_diff)
+        (y, lp, a)
     }
 
     /// Batched `log pi(x)`: `x: [B, D]`, any float dtype and device -> `[B]`, same dtype and device
     /// (log-sum-exp over components; differentiable).
     pub fn log_prob_t(&self, x: &Tensor) -> Tensor {
-        let (lp, _) = self.batched_terms(x);
+        let (_, lp, _) = self.batched_terms(x);
         lp.logsumexp([-1], false)
     }
 
     /// Batched responsibilities: `x: [B, D]`, any float dtype and device -> `[B, K]` (rows sum to 1).
     pub fn responsibilities_t(&self, x: &Tensor) -> Tensor {
-        let (lp, _) = self.batched_terms(x);
+        let (_, lp, _) = self.batched_terms(x);
         lp.softmax(-1, x.kind())
     }
 
     /// Batched score `grad log pi(x) = -sum_k gamma_k(x) Sigma_k^{-1} (x - mu_k)`: `x: [B, D]`, any float
     /// dtype and device -> `[B, D]`, same dtype and device; responsibilities by a softmax of the
     /// component log-densities (log-sum-exp stable far from every mean); differentiable.
+    ///
+    /// Two matrix products for all components: `y = x A^T - A mu` (`[B, K D]`), then
+    /// `s = -(gamma * y) A`, since `sum_k P_k^T w_k = [w_1 .. w_K] [P_1; ..; P_K]`.
     pub fn score_t(&self, x: &Tensor) -> Tensor {
-        let (lp, prec_diff) = self.batched_terms(x);
+        let (y, lp, a) = self.batched_terms(x);
         let gamma = lp.softmax(-1, x.kind());
-        -(gamma.unsqueeze(-1) * prec_diff).sum_dim_intlist(1, false, x.kind())
+        let b = x.size()[0];
+        -(y * gamma.unsqueeze(-1)).view([b, -1]).matmul(&a)
     }
 
     /// `n` independent draws, per point in f64: a component by its weight, then `mu_k + L_k z`.

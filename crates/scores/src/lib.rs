@@ -18,6 +18,7 @@ pub mod base;
 pub mod error;
 pub mod gmm;
 pub mod heat;
+pub mod oism;
 pub mod quadrature;
 pub mod schedule;
 pub mod score;

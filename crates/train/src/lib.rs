@@ -56,6 +56,7 @@ pub mod flat;
 pub mod fused;
 pub mod loss;
 pub mod model;
+pub mod ndsm;
 pub mod net;
 pub mod optim;
 pub mod trainer;

@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 import warnings
 
@@ -151,6 +152,7 @@ def main():
     rows, torch_rows = [], []
     for w in manifest["workloads"]:
         name = w["workload"]
+        start = time.perf_counter()
         if name in TORCH_WORKLOADS:
             import peers_torch
 
@@ -168,6 +170,7 @@ def main():
                     note=w.get("note", ""),
                 )
             )
+            print(f"{name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
             continue
         if name == "so3_base_score":
             x, alpha, sigma = (load(args.dir, w["inputs"][k]) for k in ("x", "alpha", "sigma"))
@@ -183,10 +186,10 @@ def main():
             data, queries = load(args.dir, w["inputs"]["data"]), load(args.dir, w["inputs"]["queries"])
             t = float(w["params"]["t"])
             ours = load(args.dir, w["outputs"]["log_density"])
-            n_peer = min(queries.shape[0], int(w["params"].get("peer_queries", 2000)))
+            n_peer = min(queries.shape[0], int(w["params"].get("peer_queries", 2000)), 250 if args.quick else 10**9)
             peer, sec = timed(smoother_peer, data, queries[:n_peer], t, min_seconds=0.1)
             peer_per_s = n_peer / sec
-            sub = np.arange(0, n_peer, max(1, n_peer // 200))
+            sub = np.arange(0, n_peer, max(1, n_peer // (50 if args.quick else 200)))
             ref = smoother_peer(data, queries[sub], t, n_terms=4000)
             err_ours = rel_err(np.exp(ours[sub]), np.exp(ref))
             err_peer = rel_err(np.exp(peer[sub]), np.exp(ref))
@@ -204,6 +207,7 @@ def main():
                 note=w.get("note", ""),
             )
         )
+        print(f"{name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     if rows:
         print(f"{'workload':<18} {'ours/s':>12} {'peer/s':>12} {'ratio':>8} {'ours err':>10} {'peer err':>10}")
     for r in rows:

@@ -186,6 +186,13 @@ fn bench_peers(t: &libtorch::Libtorch, args: &[String]) -> Result<()> {
     if let Some(n) = threads {
         ours.arg("--threads").arg(n.to_string());
     }
+    // libgomp's threads spin at every barrier: on a shared machine a spinning thread keeps the core the
+    // thread it waits for needs, and both sides run 10 to 100 times slower, at random (measured here:
+    // 3 to 250 training steps per second from one run to the next). Passive waiting makes the figures
+    // repeatable; the same for both sides, unless the caller chose a policy.
+    let wait_policy = std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "PASSIVE".into());
+    eprintln!("xtask: OMP_WAIT_POLICY={wait_policy} for both sides");
+    ours.env("OMP_WAIT_POLICY", &wait_policy);
     run_step("our side of the peer benches", ours)?;
     let mut peer = Command::new(&python);
     peer.arg(root().join("benches").join("peers").join("peers.py")).arg("--dir").arg(&dir);
@@ -199,7 +206,7 @@ fn bench_peers(t: &libtorch::Libtorch, args: &[String]) -> Result<()> {
         peer.arg("--threads").arg(n.to_string());
     }
     // The peer's torch brings its own libtorch: do not point it at ours.
-    peer.env_remove("LIBTORCH_USE_PYTORCH");
+    peer.env_remove("LIBTORCH_USE_PYTORCH").env("OMP_WAIT_POLICY", &wait_policy);
     run_step("the peer side (NumPy/SciPy, PyTorch eager)", peer)
 }
 

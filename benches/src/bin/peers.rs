@@ -19,7 +19,7 @@ use tch::{Kind, Tensor};
 use train::Objective;
 
 /// SO(3) base score at 65,536 noised rotations, sigma log-uniform in [1e-3, 1e2], alpha in (0, 1].
-fn so3_workload(dir: &Path, n: usize) -> String {
+fn so3_workload(dir: &Path, n: usize, min_seconds: f64) -> String {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let (mut xs, mut alphas, mut sigmas) = (Vec::with_capacity(9 * n), Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
@@ -39,7 +39,7 @@ fn so3_workload(dir: &Path, n: usize) -> String {
     let (alpha, sigma) = (Tensor::from_slice(&alphas), Tensor::from_slice(&sigmas));
     let base = So3Base::new();
     let mut out = Tensor::new();
-    let sec = time_per_call(|| out = base.base_score_t(&x, &alpha, &sigma), 2.0);
+    let sec = time_per_call(|| out = base.base_score_t(&x, &alpha, &sigma), min_seconds);
     format!(
         "{{\"workload\": \"so3_base_score\", \"ours_per_s\": {}, \"inputs\": {{\"x\": {}, \"alpha\": {}, \"sigma\": {}}}, \
          \"outputs\": {{\"score\": {}}}, \"note\": \"{n} points, Double, CPU\"}}",
@@ -53,7 +53,7 @@ fn so3_workload(dir: &Path, n: usize) -> String {
 
 /// The S^2 heat-kernel smoother (direct form): log-density at `n_queries` points from 10,000 data points
 /// drawn from a von Mises-Fisher mixture, at t = 0.01.
-fn s2_smoother_workload(dir: &Path, n_data: usize, n_queries: usize) -> String {
+fn s2_smoother_workload(dir: &Path, n_data: usize, n_queries: usize, min_seconds: f64) -> String {
     let s2 = Sphere::new(3).expect("d = 3 is valid");
     let mut rng = ChaCha8Rng::seed_from_u64(13);
     let law = random_vmf_mixture(3, 8, 30.0, &mut rng).expect("valid mixture");
@@ -62,7 +62,7 @@ fn s2_smoother_workload(dir: &Path, n_data: usize, n_queries: usize) -> String {
     let t = 0.01;
     let smoother = SphereSmoother::new(&data).expect("valid data");
     let mut out = Tensor::new();
-    let sec = time_per_call(|| out = smoother.log_density_t(&queries, t).expect("valid queries"), 2.0);
+    let sec = time_per_call(|| out = smoother.log_density_t(&queries, t).expect("valid queries"), min_seconds);
     format!(
         "{{\"workload\": \"s2_smoother\", \"ours_per_s\": {}, \"params\": {{\"t\": {t}, \"peer_queries\": 2000}}, \
          \"inputs\": {{\"data\": {}, \"queries\": {}}}, \"outputs\": {{\"log_density\": {}}}, \
@@ -100,12 +100,13 @@ fn main() {
     tch::set_num_threads(rayon::current_num_threads() as i32);
     let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|w| w == name));
     let n = if quick { 4096 } else { 65_536 };
+    let min_seconds = if quick { 0.5 } else { 2.0 };
     let mut workloads = Vec::new();
     if wanted("so3_base_score") {
-        workloads.push(so3_workload(&dir, n));
+        workloads.push(so3_workload(&dir, n, min_seconds));
     }
     if wanted("s2_smoother") {
-        workloads.push(s2_smoother_workload(&dir, 10_000, if quick { 1000 } else { 10_000 }));
+        workloads.push(s2_smoother_workload(&dir, 10_000, if quick { 1000 } else { 10_000 }, min_seconds));
     }
     if wanted("mad_train_step") || wanted("reverse_sde_sampling") {
         let (entry, weights) = train_workload(&dir, Objective::Mad, quick);

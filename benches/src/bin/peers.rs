@@ -1,6 +1,10 @@
 //! Our side of the peer benches (`cargo xtask bench peers`): runs each workload, times it, and writes its
 //! inputs, outputs and throughput to `--dir` for `benches/peers/peers.py`, which runs the same work in
-//! NumPy/SciPy and prints the ratio.
+//! NumPy/SciPy (base score, smoother) or PyTorch eager (`benches/peers/peers_torch.py`: the MAD training
+//! step, the same step without the base score, reverse-SDE sampling) and prints the ratio.
+//!
+//! Options: `--dir DIR`, `--quick`, `--only NAME,..` (a subset of the workloads), `--threads N` (libtorch
+//! and rayon threads).
 
 use benches::mad::{sampling_workload, train_workload, N_SAMPLER_STEPS};
 use benches::{time_per_call, to_tensor, write_array};

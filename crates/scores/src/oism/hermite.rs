@@ -296,36 +296,72 @@ impl HermiteScore {
     /// a^k c_k (the coefficients of g on h_k), for the projection b_k (the coefficients of f on h_k, b_0 = 0).
     pub fn weights(&self, a: f64) -> Vec<f64> {
         let k1 = self.config.degree + 1;
-        let mut out = vec![0.0; self.dim * k1];
-        for j in 0..self.dim {
-            self.coordinate_weights(j, a, &mut out[j * k1..(j + 1) * k1]);
-        }
+        let params = self.params(a, &mut self.scratch());
+        (0..self.dim).flat_map(|j| params[j * (k1 + 4)..j * (k1 + 4) + k1].to_vec()).collect()
+    }
+
+    /// Scratch for [`HermiteScore::params_into`].
+    fn scratch(&self) -> Vec<f64> {
+        let k = self.config.degree;
+        vec![0.0; self.n_moments + k * k + k]
+    }
+
+    /// Everything a query at OU parameter `a` needs, per coordinate: `[D][K + 5]` with the weights w_0..w_K,
+    /// then the trust region's centre and half-width, then the moment-matched Gaussian's mean and variance
+    /// (z units).
+    fn params(&self, a: f64, scratch: &mut [f64]) -> Vec<f64> {
+        let mut out = vec![0.0; self.dim * (self.config.degree + 5)];
+        self.params_into(a, &mut out, scratch);
         out
     }
 
-    fn coordinate_weights(&self, j: usize, a: f64, out: &mut [f64]) {
+    fn params_into(&self, a: f64, out: &mut [f64], scratch: &mut [f64]) {
+        let stride = self.config.degree + 5;
+        for j in 0..self.dim {
+            let o = &mut out[j * stride..(j + 1) * stride];
+            self.coordinate_weights(j, a, &mut o[..stride - 4], scratch);
+            let (mean, var) = self.gaussian(j, a);
+            o[stride - 4] = a * self.moments(j)[1];
+            o[stride - 3] = self.trust_radius(j, a);
+            o[stride - 2] = mean;
+            o[stride - 1] = var;
+        }
+    }
+
+    fn coordinate_weights(&self, j: usize, a: f64, out: &mut [f64], scratch: &mut [f64]) {
         let c = self.moments(j);
-        let ac: Vec<f64> = c.iter().enumerate().map(|(i, ci)| a.powi(i as i32) * ci).collect();
         let k = self.config.degree;
+        let (ac, rest) = scratch.split_at_mut(self.n_moments);
+        let mut power = 1.0;
+        for (aci, ci) in ac.iter_mut().zip(c) {
+            *aci = power * ci;
+            power *= a;
+        }
         match self.config.method {
             HermiteMethod::Expansion => out.copy_from_slice(&ac[..=k]),
             HermiteMethod::Projection => {
-                let mut gram = DMatrix::<f64>::zeros(k, k);
+                let (g, r) = rest.split_at_mut(k * k);
+                // The Gram matrix (lower triangle) and the right-hand side.
                 for p in 0..k {
                     for q in 0..=p {
                         let e: f64 = self.lin[p * k + q].iter().map(|&(i, l)| l * ac[i]).sum();
-                        let v = e * (((p + 1) * (q + 1)) as f64).sqrt();
-                        gram[(p, q)] = v;
-                        gram[(q, p)] = v;
+                        g[p * k + q] = e * (((p + 1) * (q + 1)) as f64).sqrt();
                     }
+                    r[p] = (p + 1) as f64 * ac[p + 1];
                 }
-                let r = DVector::from_fn(k, |n, _| (n + 1) as f64 * ac[n + 1]);
-                let b = match gram.clone().cholesky() {
-                    Some(ch) => ch.solve(&r),
-                    None => gram.lu().solve(&r).unwrap_or_else(|| DVector::zeros(k)),
-                };
                 out[0] = 0.0;
-                out[1..].copy_from_slice(b.as_slice());
+                if !cholesky_solve(k, g, r) {
+                    // Not numerically positive definite (very high degree): a pivoted LU on the same system.
+                    let gram = DMatrix::from_fn(k, k, |p, q| {
+                        let (p, q) = (p.max(q), p.min(q));
+                        let e: f64 = self.lin[p * k + q].iter().map(|&(i, l)| l * ac[i]).sum();
+                        e * (((p + 1) * (q + 1)) as f64).sqrt()
+                    });
+                    let rhs = DVector::from_fn(k, |n, _| (n + 1) as f64 * ac[n + 1]);
+                    let b = gram.lu().solve(&rhs).unwrap_or_else(|| DVector::zeros(k));
+                    r.copy_from_slice(b.as_slice());
+                }
+                out[1..].copy_from_slice(r);
             }
         }
     }
@@ -349,37 +385,33 @@ impl HermiteScore {
         (a * c[1], a * a * var + (1.0 - a * a))
     }
 
-    /// The score of the moment-matched Gaussian of coordinate `j` at OU parameter `a`, in z units.
-    fn gaussian_score(&self, j: usize, a: f64, z: f64) -> f64 {
-        let (mean, var) = self.gaussian(j, a);
-        -(z - mean) / var
-    }
-
-    /// The z-space score of coordinate `j` given its weights `w` (length K + 1); `h` is scratch of length K + 1.
-    fn coordinate_score(&self, j: usize, a: f64, w: &[f64], z: f64, h: &mut [f64]) -> f64 {
-        hermite_normalised(z, h);
-        let d: f64 = (1..w.len()).map(|k| w[k] * (k as f64).sqrt() * h[k - 1]).sum();
+    /// The z-space score of one coordinate given its parameters `par` (`[K + 5]`, see
+    /// [`HermiteScore::params`]); `h` is scratch of length K + 1.
+    fn coordinate_score(&self, par: &[f64], z: f64, h: &mut [f64]) -> f64 {
+        let k1 = par.len() - 4;
+        let (w, rest) = par.split_at(k1);
+        let (centre, radius, mean, var) = (rest[0], rest[1], rest[2], rest[3]);
         let s = match self.config.method {
-            HermiteMethod::Projection => {
-                if (z - a * self.moments(j)[1]).abs() <= self.trust_radius(j, a) {
+            HermiteMethod::Projection if (z - centre).abs() > radius => f64::NAN,
+            method => {
+                hermite_normalised(z, h);
+                let d: f64 = (1..k1).map(|k| w[k] * (k as f64).sqrt() * h[k - 1]).sum();
+                if method == HermiteMethod::Projection {
                     -z + d
                 } else {
-                    f64::NAN
-                }
-            }
-            HermiteMethod::Expansion => {
-                let g: f64 = w.iter().zip(h.iter()).map(|(wk, hk)| wk * hk).sum();
-                if g > DENSITY_RATIO_FLOOR && g.is_finite() {
-                    -z + d / g
-                } else {
-                    f64::NAN
+                    let g: f64 = w.iter().zip(h.iter()).map(|(wk, hk)| wk * hk).sum();
+                    if g > DENSITY_RATIO_FLOOR && g.is_finite() {
+                        -z + d / g
+                    } else {
+                        f64::NAN
+                    }
                 }
             }
         };
         if s.is_finite() {
             s
         } else {
-            self.gaussian_score(j, a, z)
+            -(z - mean) / var
         }
     }
 
@@ -430,20 +462,21 @@ impl HermiteScore {
         }
     }
 
-    /// The score at one row (ambient units), given the weights for its a.
-    fn row_score(&self, a: f64, sv: f64, weights: &[f64], x: &[f64], out: &mut [f64], h: &mut [f64]) {
-        let k1 = self.config.degree + 1;
+    /// The score at one row (ambient units), given the parameters for its a.
+    fn row_score(&self, sv: f64, params: &[f64], x: &[f64], out: &mut [f64], h: &mut [f64]) {
+        let stride = self.config.degree + 5;
         for j in 0..self.dim {
-            out[j] = self.coordinate_score(j, a, &weights[j * k1..(j + 1) * k1], x[j] / sv, h) / sv;
+            out[j] = self.coordinate_score(&params[j * stride..(j + 1) * stride], x[j] / sv, h) / sv;
         }
     }
 
-    /// Scores of host rows `x` (`[B][D]` flat) with per-row alpha and sigma.
+    /// Scores of host rows `x` (`[B][D]` flat) with per-row alpha and sigma. Parameters are computed once
+    /// per distinct alpha when rows share them, per row otherwise.
     fn scores_host(&self, x: &[f64], alpha: &[f64], sigma: &[f64]) -> Vec<f64> {
-        let params: Vec<(f64, f64)> = alpha.iter().zip(sigma).map(|(&al, &si)| ou_parameter(al, si)).collect();
+        let ou: Vec<(f64, f64)> = alpha.iter().zip(sigma).map(|(&al, &si)| ou_parameter(al, si)).collect();
         let mut slot: HashMap<u64, usize> = HashMap::new();
         let mut distinct = Vec::new();
-        let row_slot: Vec<usize> = params
+        let row_slot: Vec<usize> = ou
             .iter()
             .map(|&(a, _)| {
                 *slot.entry(a.to_bits()).or_insert_with(|| {
@@ -452,16 +485,26 @@ impl HermiteScore {
                 })
             })
             .collect();
-        let table: Vec<Vec<f64>> = distinct.par_iter().map(|&a| self.weights(a)).collect();
-        let d = self.dim;
+        let (d, k1) = (self.dim, self.config.degree + 1);
         let mut out = vec![0.0; x.len()];
-        out.par_chunks_mut(d).zip(x.par_chunks(d)).enumerate().for_each_init(
-            || vec![0.0; self.config.degree + 1],
-            |h, (i, (o, xi))| {
-                let (a, sv) = params[i];
-                self.row_score(a, sv, &table[row_slot[i]], xi, o, h);
-            },
-        );
+        let rows = out.par_chunks_mut(d).zip(x.par_chunks(d)).enumerate();
+        if 2 * distinct.len() <= ou.len() {
+            let table: Vec<Vec<f64>> =
+                distinct.par_iter().map_init(|| self.scratch(), |scratch, &a| self.params(a, scratch)).collect();
+            rows.for_each_init(
+                || vec![0.0; k1],
+                |h, (i, (o, xi))| self.row_score(ou[i].1, &table[row_slot[i]], xi, o, h),
+            );
+        } else {
+            rows.for_each_init(
+                || (vec![0.0; k1], self.scratch(), vec![0.0; d * (k1 + 4)]),
+                |(h, scratch, params), (i, (o, xi))| {
+                    let (a, sv) = ou[i];
+                    self.params_into(a, params, scratch);
+                    self.row_score(sv, params, xi, o, h);
+                },
+            );
+        }
         out
     }
 
@@ -488,6 +531,37 @@ impl HermiteScore {
         let s = self.scores_host(&rows, alpha, sigma);
         Tensor::from_slice(&s).view([alpha.len() as i64, self.dim as i64]).to_kind(x.kind()).to_device(x.device())
     }
+}
+
+/// Solves G b = r in place (b into `r`) for the symmetric `k x k` matrix whose lower triangle is in `g`
+/// (row-major, overwritten by its Cholesky factor); false (with `g` and `r` clobbered) unless G is
+/// numerically positive definite.
+fn cholesky_solve(k: usize, g: &mut [f64], r: &mut [f64]) -> bool {
+    for i in 0..k {
+        for j in 0..=i {
+            let mut s = g[i * k + j];
+            for l in 0..j {
+                s -= g[i * k + l] * g[j * k + l];
+            }
+            if i == j {
+                if !(s > 0.0 && s.is_finite()) {
+                    return false;
+                }
+                g[i * k + i] = s.sqrt();
+            } else {
+                g[i * k + j] = s / g[j * k + j];
+            }
+        }
+    }
+    for i in 0..k {
+        let s: f64 = (0..i).map(|l| g[i * k + l] * r[l]).sum();
+        r[i] = (r[i] - s) / g[i * k + i];
+    }
+    for i in (0..k).rev() {
+        let s: f64 = (i + 1..k).map(|l| g[l * k + i] * r[l]).sum();
+        r[i] = (r[i] - s) / g[i * k + i];
+    }
+    true
 }
 
 /// The linearisation table of h_p h_q for p, q < k: `lin[p * k + q]` = (p + q - 2r, sqrt(p! q! (p+q-2r)!) /
@@ -531,10 +605,10 @@ impl BaseScore for HermiteScore {
     fn base_score(&self, x: &Self::Point, alpha: f64, sigma: f64) -> Self::Point {
         assert_args("HermiteScore::base_score", x, self.dim, alpha, sigma);
         let (a, sv) = ou_parameter(alpha, sigma);
-        let w = self.weights(a);
+        let params = self.params(a, &mut self.scratch());
         let mut out = vec![0.0; self.dim];
         let mut h = vec![0.0; self.config.degree + 1];
-        self.row_score(a, sv, &w, x.as_slice(), &mut out, &mut h);
+        self.row_score(sv, &params, x.as_slice(), &mut out, &mut h);
         DVector::from_vec(out)
     }
 

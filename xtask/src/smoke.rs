@@ -110,7 +110,11 @@ pub fn run(root: &Path, cargo: impl Fn(&[&str]) -> Command, runtime_env: impl Fn
                     check_run(&out.join(p), &["mad", "dsm"], &["tv", "off_support_fraction"])?;
                 }
             }
-            "so3-sym" => check_run(&out, &["mad_symmetrised", "mad_canonicalised"], &["off_mode_fraction"])?,
+            "so3-sym" => check_run(
+                &out,
+                &["mad_symmetrised", "mad_canonicalised", "dsm_symmetrised", "dsm_canonicalised"],
+                &["off_mode_fraction"],
+            )?,
             "earth" => {
                 check_run(&out, &["mad", "dsm", "kernel_smoother"], &[])?;
                 let s: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json"))?)?;

@@ -10,7 +10,8 @@
 //! `so3-sym`: poses of an object with a symmetry group G (octahedral by default, 24 elements), observed as
 //! any element of their orbit R G. Two treatments of MATH.md section 2: (a) `mad_symmetrised` trains MAD on
 //! the poses as observed (the G-symmetrised law on SO(3), 24 times as many modes); (b) `mad_canonicalised`
-//! trains MAD on the canonical representative of each pose. Both are evaluated modulo G: MMD with the
+//! trains MAD on the canonical representative of each pose; `dsm_symmetrised` and `dsm_canonicalised` are
+//! the same with plain DSM. All are evaluated modulo G: MMD with the
 //! Gaussian kernel on the quotient distance d_G, and the fraction of samples farther than the 99% radius of
 //! every true mode (spurious rotations).
 
@@ -350,6 +351,8 @@ pub fn run_sym(opts: &Options) -> Result<()> {
     let runs = [
         (Method::mad("mad_symmetrised", base.clone()), &observed_train, &eval_sym),
         (Method::mad("mad_canonicalised", base), &canonical_train, &eval_canon),
+        (Method::dsm("dsm_symmetrised"), &observed_train, &eval_sym),
+        (Method::dsm("dsm_canonicalised"), &canonical_train, &eval_canon),
     ];
     let mut outcomes = Vec::new();
     let mut summaries = Vec::new();

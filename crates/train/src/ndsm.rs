@@ -156,6 +156,22 @@ impl Transitions {
     pub fn is_empty(&self) -> bool {
         self.step_idx.is_empty()
     }
+
+    /// Rows `start .. start + len` (views sharing storage), e.g. to cut one simulated pool into batches.
+    pub fn narrow(&self, start: i64, len: i64) -> Transitions {
+        let n = |t: &Tensor| t.narrow(0, start, len);
+        Transitions {
+            x0: n(&self.x0),
+            x_prev: n(&self.x_prev),
+            mu: n(&self.mu),
+            z: n(&self.z),
+            x_next: n(&self.x_next),
+            step_idx: self.step_idx[start as usize..(start + len) as usize].to_vec(),
+            t_prev: n(&self.t_prev),
+            t_next: n(&self.t_next),
+            noise_scale: n(&self.noise_scale),
+        }
+    }
 }
 
 /// `[b, d]` standard normals drawn in f64 from `rng` (row-major), as a tensor in `kind` on `device`.

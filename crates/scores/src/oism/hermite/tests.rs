@@ -269,3 +269,34 @@ fn oism_fit_is_deterministic_and_validates() {
     let s = e1.score_at(&Tensor::from_slice(&[1.0f64, -2.0]).view([1, 2]), 0.0, 2.0).unwrap();
     assert!((s.double_value(&[0, 0]) + 0.25).abs() < 1e-14 && (s.double_value(&[0, 1]) - 0.5).abs() < 1e-14);
 }
+
+#[test]
+fn oism_expansion_converges_to_the_ou_smoother_in_1d() {
+    use crate::smoother::{ou::OuSmoother, SmootherDensity};
+    // A bimodal empirical law: the expansion is the spectral form of the OU kernel smoother (MATH.md 5),
+    // whose score is exact for the smoothed empirical law; terms decay like a^k e^{(x_0^2 + z^2)/4}.
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let v: Vec<f64> = (0..300)
+        .map(|i| {
+            let e: f64 = StandardNormal.sample(&mut rng);
+            (if i % 3 == 0 { -1.0 } else { 0.8 }) + 0.3 * e
+        })
+        .collect();
+    let data = Tensor::from_slice(&v).view([300, 1]);
+    let smoother = OuSmoother::new(&data).unwrap();
+    let t = 0.5;
+    let (alpha, sigma) = vp(t);
+    let x = Tensor::linspace(-2.0, 2.0, 41, (Kind::Double, Device::Cpu)).view([41, 1]);
+    let exact = smoother.score_at(&x, t).unwrap();
+    let errs: Vec<f64> = [10, 20, 30]
+        .iter()
+        .map(|&k| {
+            let config = HermiteConfig { method: HermiteMethod::Expansion, ..HermiteConfig::new(k) };
+            let est = HermiteScore::fit_config(&data, config).unwrap();
+            let s = est.score_at(&x, alpha, sigma).unwrap();
+            (s - &exact).abs().max().double_value(&[])
+        })
+        .collect();
+    eprintln!("expansion vs OU smoother at t = {t}, degrees 10, 20, 30: max error {errs:?}");
+    assert!(errs[0] > errs[1] && errs[1] > errs[2] && errs[2] < 1e-5, "{errs:?}");
+}

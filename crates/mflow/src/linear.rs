@@ -86,37 +86,62 @@ impl Transform for LuLinear {
 }
 
 /// A fixed permutation of the coordinates: `x_i = z_{perm_i}`; `log|det| = 0`.
+///
+/// The indices are kept as a (non-trainable) floating-point tensor, so that a permutation registered in a
+/// var store ([`Permutation::stored`]) travels with the weights in checkpoints.
 #[derive(Debug)]
 pub struct Permutation {
     perm: Tensor,
-    inv: Tensor,
+}
+
+fn check_perm(perm: &[i64]) {
+    let mut seen = vec![false; perm.len()];
+    for &p in perm {
+        assert!(p >= 0 && (p as usize) < perm.len() && !seen[p as usize], "not a permutation: {perm:?}");
+        seen[p as usize] = true;
+    }
 }
 
 impl Permutation {
-    /// The permutation `perm` (a rearrangement of `0..perm.len()`).
+    /// The permutation `perm` (a rearrangement of `0..perm.len()`), not registered anywhere.
     ///
     /// # Panics
     /// If `perm` is not a permutation.
     pub fn new(perm: &[i64]) -> Permutation {
-        let mut inv = vec![-1i64; perm.len()];
-        for (i, &p) in perm.iter().enumerate() {
-            assert!(p >= 0 && (p as usize) < perm.len() && inv[p as usize] < 0, "not a permutation: {perm:?}");
-            inv[p as usize] = i as i64;
-        }
-        Permutation { perm: Tensor::from_slice(perm), inv: Tensor::from_slice(&inv) }
+        check_perm(perm);
+        Permutation { perm: Tensor::from_slice(perm).to_kind(tch::Kind::Double) }
     }
 
-    /// A uniformly random permutation of `0..dim`.
-    pub fn random(dim: i64, rng: &mut ChaCha8Rng) -> Permutation {
-        let mut p: Vec<i64> = (0..dim).collect();
-        p.shuffle(rng);
-        Permutation::new(&p)
+    /// The permutation `perm` as a non-trainable variable `perm` under `p` (saved with the weights).
+    ///
+    /// # Panics
+    /// If `perm` is not a permutation.
+    pub fn stored(p: &nn::Path, perm: &[i64]) -> Permutation {
+        check_perm(perm);
+        let mut v = p.zeros_no_train("perm", &[perm.len() as i64]);
+        tch::no_grad(|| v.copy_(&Tensor::from_slice(perm)));
+        Permutation { perm: v }
+    }
+
+    /// A uniformly random permutation of `0..dim`, stored under `p`.
+    pub fn random(p: &nn::Path, dim: i64, rng: &mut ChaCha8Rng) -> Permutation {
+        let mut perm: Vec<i64> = (0..dim).collect();
+        perm.shuffle(rng);
+        Permutation::stored(p, &perm)
     }
 
     /// The reversal `dim-1, .., 0`.
     pub fn reverse(dim: i64) -> Permutation {
         Permutation::new(&(0..dim).rev().collect::<Vec<_>>())
     }
+
+    fn index(&self) -> Tensor {
+        self.perm.to_kind(tch::Kind::Int64)
+    }
+}
+
+fn zeros_per_row(x: &Tensor) -> Tensor {
+    Tensor::zeros([x.size()[0]], (x.kind(), x.device()))
 }
 
 impl Transform for Permutation {
@@ -125,16 +150,17 @@ impl Transform for Permutation {
     }
 
     fn forward(&self, z: &Tensor) -> (Tensor, Tensor) {
-        (z.index_select(-1, &self.perm), z.zeros_like().sum_dim_intlist(-1, false, z.kind()))
+        (z.index_select(-1, &self.index()), zeros_per_row(z))
     }
 
     fn inverse(&self, x: &Tensor) -> (Tensor, Tensor) {
-        (x.index_select(-1, &self.inv), x.zeros_like().sum_dim_intlist(-1, false, x.kind()))
+        let inv = self.index().argsort(0, false);
+        (x.index_select(-1, &inv), zeros_per_row(x))
     }
 
     fn forward_jvp(&self, z: &Tensor, t: &Tensor) -> (Tensor, Tensor, Tensor) {
-        let (x, ld) = self.forward(z);
-        (x, ld, t.index_select(-1, &self.perm))
+        let idx = self.index();
+        (z.index_select(-1, &idx), zeros_per_row(z), t.index_select(-1, &idx))
     }
 }
 

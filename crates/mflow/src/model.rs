@@ -35,7 +35,7 @@ pub fn build_flow(p: &nn::Path, dim: i64, cfg: &FlowConfig, rng: &mut ChaCha8Rng
     for l in 0..cfg.layers {
         let lp = p / format!("layer{l}");
         match cfg.mixing {
-            Mixing::Permutation => flow.push(Box::new(Permutation::random(dim, rng))),
+            Mixing::Permutation => flow.push(Box::new(Permutation::random(&(&lp / "perm"), dim, rng))),
             Mixing::Lu => flow.push(Box::new(LuLinear::new(&(&lp / "lu"), dim))),
         }
         if cfg.actnorm {

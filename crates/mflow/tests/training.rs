@@ -150,3 +150,37 @@ fn same_config_and_seed_give_the_same_run() {
     assert_eq!(a, b);
     assert_eq!((sa - sb).abs().max().double_value(&[]), 0.0);
 }
+
+/// Slow (MANIFOLD_GEN_SLOW_TESTS=1): an M-flow learns the polynomial surface (d = 3, n = 2) with the
+/// sequential schedule; its samples lie near the true surface and the test reconstruction error is small.
+#[test]
+fn mflow_learns_the_polynomial_surface_slow() {
+    if std::env::var("MANIFOLD_GEN_SLOW_TESTS").map(|v| v.is_empty() || v == "0").unwrap_or(true) {
+        return;
+    }
+    setup();
+    let data = Dataset::PolynomialSurface.sample(5000, 0);
+    let test = Dataset::PolynomialSurface.sample(1000, 1);
+    let mut c = small(ModelKind::MFlow, 3, 2);
+    c.outer.layers = 5;
+    c.outer.hidden = 32;
+    c.outer.blocks = 2;
+    let mut model = ManifoldFlow::new(&c, 0, Device::Cpu).unwrap();
+    let config = TrainConfig {
+        schedule: Schedule::Sequential { manifold_steps: 2000, density_steps: 1000 },
+        batch_size: 128,
+        eval_every: 100,
+        patience: Some(5),
+        ..TrainConfig::default()
+    };
+    train(&mut model, &data, &config, &mut ()).unwrap();
+    let rec = mean(&model.reconstruction_error(&test).unwrap());
+    let d = Dataset::PolynomialSurface.distance_to_manifold(&model.sample(1000, 2)).unwrap();
+    let median = d.quantile_scalar(0.5, None, false, "linear").double_value(&[]);
+    eprintln!(
+        "polynomial surface: test reconstruction error {rec:.5}, sample distance mean {:.4} median {median:.4}",
+        mean(&d)
+    );
+    assert!(rec < 0.01, "test reconstruction error {rec}");
+    assert!(median < 0.05, "median sample distance {median}");
+}

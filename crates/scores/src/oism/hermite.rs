@@ -71,10 +71,13 @@
 //!   boundary with the Gaussian's log-density, so it is proper and confining (with a kink at the boundary).
 //! - Where the Hermite polynomials overflow (|z| beyond about 1e7 at degree 40, far beyond at low degrees)
 //!   the score, of either method, falls back to the same Gaussian score: every output is finite.
-//! - Evaluation runs on the host in f64, in parallel over rows (rayon); the weights for each distinct alpha
-//!   are computed once per call (a K x K Cholesky solve per coordinate for the projection). Nothing is
+//! - Evaluation runs on the host in f64, in parallel over rows (rayon) from
+//!   [`crate::base::so3::PARALLEL_MIN_ROWS`] rows and serially below (training batches: rayon next to
+//!   libtorch's spinning OpenMP threads slows a training step down several times); the weights for each
+//!   distinct alpha are computed once per call (a K x K Cholesky solve per coordinate for the projection). Nothing is
 //!   differentiable: scores are returned detached, in the dtype and on the device of the query.
 
+use crate::base::so3::PARALLEL_MIN_ROWS;
 use crate::base::sphere::{assert_args, assert_batch_args};
 use crate::smoother::{host_vec, validate_data};
 use crate::{BaseScore, Result, ScoreError};
@@ -487,23 +490,37 @@ impl HermiteScore {
             .collect();
         let (d, k1) = (self.dim, self.config.degree + 1);
         let mut out = vec![0.0; x.len()];
-        let rows = out.par_chunks_mut(d).zip(x.par_chunks(d)).enumerate();
+        let serial = ou.len() < PARALLEL_MIN_ROWS;
         if 2 * distinct.len() <= ou.len() {
-            let table: Vec<Vec<f64>> =
-                distinct.par_iter().map_init(|| self.scratch(), |scratch, &a| self.params(a, scratch)).collect();
-            rows.for_each_init(
-                || vec![0.0; k1],
-                |h, (i, (o, xi))| self.row_score(ou[i].1, &table[row_slot[i]], xi, o, h),
-            );
+            let table: Vec<Vec<f64>> = if serial {
+                let mut scratch = self.scratch();
+                distinct.iter().map(|&a| self.params(a, &mut scratch)).collect()
+            } else {
+                distinct.par_iter().map_init(|| self.scratch(), |scratch, &a| self.params(a, scratch)).collect()
+            };
+            let row = |h: &mut Vec<f64>, (i, (o, xi)): (usize, (&mut [f64], &[f64]))| {
+                self.row_score(ou[i].1, &table[row_slot[i]], xi, o, h)
+            };
+            if serial {
+                let mut h = vec![0.0; k1];
+                out.chunks_mut(d).zip(x.chunks(d)).enumerate().for_each(|r| row(&mut h, r));
+            } else {
+                out.par_chunks_mut(d).zip(x.par_chunks(d)).enumerate().for_each_init(|| vec![0.0; k1], row);
+            }
         } else {
-            rows.for_each_init(
-                || (vec![0.0; k1], self.scratch(), vec![0.0; d * (k1 + 4)]),
-                |(h, scratch, params), (i, (o, xi))| {
-                    let (a, sv) = ou[i];
-                    self.params_into(a, params, scratch);
-                    self.row_score(sv, params, xi, o, h);
-                },
-            );
+            type Scratch = (Vec<f64>, Vec<f64>, Vec<f64>);
+            let init = || (vec![0.0; k1], self.scratch(), vec![0.0; d * (k1 + 4)]);
+            let row = |(h, scratch, params): &mut Scratch, (i, (o, xi)): (usize, (&mut [f64], &[f64]))| {
+                let (a, sv) = ou[i];
+                self.params_into(a, params, scratch);
+                self.row_score(sv, params, xi, o, h);
+            };
+            if serial {
+                let mut sc = init();
+                out.chunks_mut(d).zip(x.chunks(d)).enumerate().for_each(|r| row(&mut sc, r));
+            } else {
+                out.par_chunks_mut(d).zip(x.par_chunks(d)).enumerate().for_each_init(init, row);
+            }
         }
         out
     }

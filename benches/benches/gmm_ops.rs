@@ -52,6 +52,9 @@ fn bench_drift(c: &mut Criterion, d: usize, k: usize) {
 
 fn gmm_ops(c: &mut Criterion) {
     tch::set_num_threads(rayon::current_num_threads() as i32);
+    // Raise glibc's mmap and trim thresholds once (as `train::ScoreMlp` does): without it every
+    // megabyte-sized intermediate of the batched path is mapped afresh and page-faulted on each call.
+    drop(black_box(vec![0u8; 31 << 20]));
     bench_drift(c, 2, 8);
     bench_drift(c, 16, 8);
 }

@@ -4,7 +4,8 @@
 //!
 //! - Hermite (Euclidean OU / VP), D = 2, degree 8, projection (MATH.md 6) and Mehler expansion; queries at
 //!   one shared noise level and at a distinct VP noise level per row (as in training, where the projection
-//!   solves one 8 x 8 system per row and coordinate).
+//!   solves one 8 x 8 system per row and coordinate), and at a training batch of 256 rows in f32
+//!   (evaluated serially: below `scores::base::so3::PARALLEL_MIN_ROWS`).
 //! - S^2 spectral score (heat time t = 0.1, degree 40) with and without shrinkage.
 //!
 //! Run with `cargo xtask bench -- oism` (or `cargo bench -p benches --bench oism_ops`).
@@ -88,6 +89,19 @@ fn bench_hermite(c: &mut Criterion) {
         let (af, sf) = (alpha.to_kind(Kind::Float), sigma.to_kind(Kind::Float));
         group.bench_function(BenchmarkId::new(name, "per_row_alpha_f32"), |b| {
             b.iter(|| black_box(est.base_score_t(&xf, &af, &sf)))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("oism/hermite_batch_256_2d");
+    group.throughput(Throughput::Elements(256));
+    let (xb, ab, sb) = (x.narrow(0, 0, 256), alpha.narrow(0, 0, 256), sigma.narrow(0, 0, 256));
+    let (xb, ab, sb) = (xb.to_kind(Kind::Float), ab.to_kind(Kind::Float), sb.to_kind(Kind::Float));
+    for (name, method) in methods {
+        let config = HermiteConfig { method, shrinkage: Some(0.1), ..HermiteConfig::new(8) };
+        let est = HermiteScore::fit_config(&data, config).expect("valid data");
+        group.bench_function(BenchmarkId::new(name, "per_row_alpha_f32"), |b| {
+            b.iter(|| black_box(est.base_score_t(&xb, &ab, &sb)))
         });
     }
     group.finish();

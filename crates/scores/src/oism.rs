@@ -13,6 +13,12 @@
 //! Every estimator keeps only the sample means of the basis functions: one pass over the data, then each
 //! query costs O(degree) per coordinate (Hermite) or O(L^2) (S^2) whatever the number of data points.
 //!
+//! OISM training (Euclidean data `[N, D]`, VP or VE schedule): pass
+//! `Some(Arc::new(HermiteScore::fit(&data, degree, shrinkage)?))` as the base of `train::Trainer::new` with
+//! `Objective::Mad`; the network then learns only the residual sigma_t (s - s_hermite). Compare with
+//! `Objective::Dsm` (no base) at the same network, data, steps and seed. For sampling without a network,
+//! [`crate::base::ScheduledBase`] turns the estimator into a [`crate::Score`] along a schedule.
+//!
 //! ```
 //! use scores::oism::hermite::HermiteScore;
 //! use scores::BaseScore;

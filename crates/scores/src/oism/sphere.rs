@@ -4,11 +4,11 @@
 //! harmonics as eigenfunctions, Delta Y_lm = -l(l+1) Y_lm, and started at the data its law at heat time t
 //! has density (w.r.t. the area measure)
 //!
-//!   rho_t(x) = sum_{l, m} e^{-l(l+1)t} E_data[Y_lm] Y_lm(x),
+//!   rho_t(x) = sum_{l, m} e^{-l(l+1)t} E_data(Y_lm) Y_lm(x),
 //!
 //! which [`SphereSpectralSmoother`] evaluates, truncated at degree L, with its intrinsic score
 //! grad log rho_t (tangent vectors). [`SphereSpectralScore`] adds the shrinkage of the sample means of
-//! the operator-informed estimator: E_data[Y_lm] -> (1 - w) E_data[Y_lm] for l >= 1, which is the same as
+//! the operator-informed estimator: E_data(Y_lm) -> (1 - w) E_data(Y_lm) for l >= 1, which is the same as
 //! mixing the data law with the uniform law at weight w, so that
 //!
 //!   rho_t^w = w / (4 pi) + (1 - w) rho_t,   grad log rho_t^w = (1 - w) rho_t grad log rho_t / rho_t^w.

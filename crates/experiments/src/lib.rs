@@ -18,6 +18,7 @@ pub mod discrete;
 pub mod earth;
 pub mod mad;
 pub mod metrics;
+pub mod mflow_exp;
 pub mod plot;
 pub mod progress;
 pub mod run;

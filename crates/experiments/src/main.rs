@@ -23,6 +23,8 @@ experiments:
   so3-sym   poses with octahedral symmetry: symmetrised training vs quotient canonicalisation
   sphere    MAD vs DSM on an 8-component von Mises-Fisher mixture on S^2
   discrete  MAD vs DSM on the two-point law (weights 0.1/0.9) and an Ising law on {-1,1}^8
+  mflow     M-flow, M_e-flow, PIE and an ambient flow learning a manifold and its density
+            options: --dataset circle|sphere|surface|lorenz (default surface)
   earth     MAD vs DSM vs the diffusion kernel smoother on one Earth data set (80/10/10 split by the seed)
             options: --dataset volcano|earthquake|flood|fire (default fire)
                      --data-dir DIR (default ../shared/data/earth)
@@ -71,6 +73,7 @@ fn run() -> Result<()> {
         Some("discrete") => experiments::discrete::run_discrete(&cli::parse("discrete", &args[1..], &[])?),
         Some("so3") => experiments::so3::run_so3(&cli::parse("so3", &args[1..], &[])?),
         Some("so3-sym") => experiments::so3::run_sym(&cli::parse("so3-sym", &args[1..], &[])?),
+        Some("mflow") => experiments::mflow_exp::run_mflow(&cli::parse("mflow", &args[1..], &["--dataset"])?),
         Some("help" | "-h" | "--help") | None => {
             print!("{HELP}");
             Ok(())

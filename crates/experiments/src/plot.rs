@@ -1,4 +1,4 @@
-//! PNG plots for experiment runs: loss curves, points on the sphere, rotations, grouped bars.
+//! PNG plots for experiment runs: loss curves, points on the sphere, rotations, grouped bars, 2-D scatter panels.
 //!
 //! Every function renders into an in-memory RGB buffer with plotters' bitmap backend, encodes it as PNG and writes
 //! it with [`crate::run::write_atomic`], so a reader never sees a half-written file.
@@ -26,10 +26,12 @@
 mod bars;
 mod curves;
 mod map;
+mod scatter;
 mod sphere;
 
 pub use bars::bar_groups;
 pub use curves::loss_curves;
+pub use scatter::{scatter_panels, ScatterPanel};
 pub use sphere::{rotation_panels, sphere_panels};
 
 use anyhow::{anyhow, Context, Result};

@@ -10,7 +10,13 @@ use std::time::Instant;
 
 /// The `--quick` runs: experiment name and extra arguments.
 fn runs(earth_data: Option<&Path>) -> Vec<(&'static str, Vec<String>)> {
-    let mut v = vec![("so3", vec![]), ("so3-sym", vec![]), ("sphere", vec![]), ("discrete", vec![])];
+    let mut v = vec![
+        ("so3", vec![]),
+        ("so3-sym", vec![]),
+        ("sphere", vec![]),
+        ("discrete", vec![]),
+        ("mflow", vec!["--dataset".into(), "surface".into()]),
+    ];
     if let Some(dir) = earth_data {
         v.push(("earth", vec!["--dataset".into(), "volcano".into(), "--data-dir".into(), dir.display().to_string()]));
     }
@@ -69,6 +75,26 @@ fn check_run(dir: &Path, required: &[&str], extra: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Checks a run folder with its own layout: the common files and the named numeric fields (JSON pointers)
+/// of every listed method.
+fn check_methods(dir: &Path, methods: &[&str], fields: &[&str]) -> Result<()> {
+    for f in ["config.json", "meta.json", "summary.json", "loss_curves.png", "samples.png"] {
+        if !dir.join(f).is_file() {
+            bail!("{} is missing", dir.join(f).display());
+        }
+    }
+    let file = dir.join("summary.json");
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(&file)?)
+        .with_context(|| format!("{} is not JSON", file.display()))?;
+    for m in methods {
+        let entry = summary["methods"].get(*m).with_context(|| format!("{}: no method named {m}", file.display()))?;
+        for f in fields {
+            number(entry, f, &file).with_context(|| format!("method {m}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Builds the runner in release mode and runs every `--quick` experiment into `target/smoke/`.
 /// `cargo` builds a cargo command with the libtorch environment; `runtime_env` adds what the built binary
 /// needs to find libtorch at run time.
@@ -114,6 +140,11 @@ pub fn run(root: &Path, cargo: impl Fn(&[&str]) -> Command, runtime_env: impl Fn
                 &out,
                 &["mad_symmetrised", "mad_canonicalised", "dsm_symmetrised", "dsm_canonicalised"],
                 &["off_mode_fraction"],
+            )?,
+            "mflow" => check_methods(
+                &out,
+                &["mflow", "mflow_e", "pie", "af"],
+                &["/dist_to_manifold", "/reconstruction_error", "/train_seconds", "/final_loss", "/mmd/mmd"],
             )?,
             "earth" => {
                 check_run(&out, &["mad", "dsm", "kernel_smoother"], &[])?;

@@ -15,6 +15,8 @@ fn runs(earth_data: Option<&Path>) -> Vec<(&'static str, Vec<String>)> {
         ("so3-sym", vec![]),
         ("sphere", vec![]),
         ("discrete", vec![]),
+        ("oism", vec![]),
+        ("ndsm", vec![]),
         ("mflow", vec!["--dataset".into(), "surface".into()]),
     ];
     if let Some(dir) = earth_data {
@@ -134,6 +136,32 @@ pub fn run(root: &Path, cargo: impl Fn(&[&str]) -> Command, runtime_env: impl Fn
             "discrete" => {
                 for p in ["two_point", "hypercube"] {
                     check_run(&out.join(p), &["mad", "dsm"], &["tv", "off_support_fraction"])?;
+                }
+            }
+            "ndsm" => {
+                for p in ["imbalanced", "ring", "ring_small"] {
+                    check_methods(
+                        &out.join(p),
+                        &["dsm", "ndsm", "ndsm_cv", "ndsm_ncv"],
+                        &[
+                            "/loss_var",
+                            "/grad_var",
+                            "/mmd/mmd",
+                            "/mode_weight_error",
+                            "/final_loss",
+                            "/train_seconds",
+                            "/dist_to_manifold",
+                        ],
+                    )?;
+                }
+            }
+            "oism" => {
+                for p in ["mixture", "ring"] {
+                    check_run(
+                        &out.join(p),
+                        &["dsm", "oism", "kernel_smoother"],
+                        &["loss_var", "grad_var", "mmd_local/mmd"],
+                    )?;
                 }
             }
             "so3-sym" => check_run(

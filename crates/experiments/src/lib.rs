@@ -19,6 +19,8 @@ pub mod earth;
 pub mod mad;
 pub mod metrics;
 pub mod mflow_exp;
+pub mod ndsm_exp;
+pub mod oism_exp;
 pub mod plot;
 pub mod progress;
 pub mod run;

@@ -23,6 +23,9 @@ experiments:
   so3-sym   poses with octahedral symmetry: symmetrised training vs quotient canonicalisation
   sphere    MAD vs DSM on an 8-component von Mises-Fisher mixture on S^2
   discrete  MAD vs DSM on the two-point law (weights 0.1/0.9) and an Ising law on {-1,1}^8
+  ndsm      DSM vs nonlinear DSM without, with exact and with neural control variates on imbalanced
+            2-D mixtures (0.9/0.1 pair, unequal 8-mode ring, ring with 200 training points)
+  oism      DSM vs OISM (Hermite base) vs the OU kernel smoother on 2-D toy laws: loss and gradient variance
   mflow     M-flow, M_e-flow, PIE and an ambient flow learning a manifold and its density
             options: --dataset circle|sphere|surface|lorenz (default surface)
   earth     MAD vs DSM vs the diffusion kernel smoother on one Earth data set (80/10/10 split by the seed)
@@ -73,6 +76,8 @@ fn run() -> Result<()> {
         Some("discrete") => experiments::discrete::run_discrete(&cli::parse("discrete", &args[1..], &[])?),
         Some("so3") => experiments::so3::run_so3(&cli::parse("so3", &args[1..], &[])?),
         Some("so3-sym") => experiments::so3::run_sym(&cli::parse("so3-sym", &args[1..], &[])?),
+        Some("ndsm") => experiments::ndsm_exp::run_ndsm(&cli::parse("ndsm", &args[1..], &[])?),
+        Some("oism") => experiments::oism_exp::run_oism(&cli::parse("oism", &args[1..], &[])?),
         Some("mflow") => experiments::mflow_exp::run_mflow(&cli::parse("mflow", &args[1..], &["--dataset"])?),
         Some("help" | "-h" | "--help") | None => {
             print!("{HELP}");

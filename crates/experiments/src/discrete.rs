@@ -12,7 +12,7 @@
 //! `summary.json` gathers both.
 
 use crate::cli::Options;
-use crate::mad::{report, Comparison, Method, MethodSummary, TrainSettings};
+use crate::mad::{em_sampler, report, Comparison, Method, MethodSummary, TrainSettings};
 use crate::metrics::{empirical_probs, euclidean_dist_matrix, mmd, tv_distance};
 use crate::run::{Meta, RunDir};
 use anyhow::{bail, Result};
@@ -20,7 +20,7 @@ use geom::DiscreteSet;
 use nalgebra::DVector;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use sample::{FinalDenoise, FixedStepConfig, SamplerConfig, TimeGrid};
+use sample::SamplerConfig;
 use scores::base::discrete::DiscreteBase;
 use scores::Schedule;
 use serde::{Deserialize, Serialize};
@@ -75,12 +75,7 @@ fn problem(sigma_max: f64, width: i64, steps: u64) -> ProblemConfig {
             t_eps: 1e-3,
             checkpoint_every: 1_000,
         },
-        sampler: SamplerConfig::EulerMaruyama(FixedStepConfig {
-            n_steps: 500,
-            t_end: 1e-3,
-            time_grid: TimeGrid::UniformT,
-            final_denoise: FinalDenoise::Tweedie,
-        }),
+        sampler: em_sampler(500),
         n_samples: 4_000,
         off_support_tol: 0.1,
         mmd_bandwidth: 1.0,
@@ -106,12 +101,7 @@ impl DiscreteConfig {
             p.train.steps = 1_500;
             p.train.optim.warmup_steps = 50;
             p.train.checkpoint_every = 500;
-            p.sampler = SamplerConfig::EulerMaruyama(FixedStepConfig {
-                n_steps: 100,
-                t_end: 1e-3,
-                time_grid: TimeGrid::UniformT,
-                final_denoise: FinalDenoise::Tweedie,
-            });
+            p.sampler = em_sampler(100);
             p.n_samples = 1_000;
         }
         self

@@ -79,6 +79,17 @@ impl TrainSettings {
     }
 }
 
+/// The sampler every MAD-vs-DSM experiment uses by default: `n_steps` Euler-Maruyama steps on a uniform
+/// grid in t down to t = 1e-3, then one Tweedie denoising step.
+pub fn em_sampler(n_steps: usize) -> SamplerConfig {
+    SamplerConfig::EulerMaruyama(sample::FixedStepConfig {
+        n_steps,
+        t_end: 1e-3,
+        time_grid: sample::TimeGrid::UniformT,
+        final_denoise: sample::FinalDenoise::Tweedie,
+    })
+}
+
 /// One method of a comparison: a name (`"mad"`, `"dsm"`, ...), its objective and its base score.
 #[derive(Clone)]
 pub struct Method {

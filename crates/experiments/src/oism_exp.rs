@@ -37,7 +37,7 @@ pub mod variance;
 
 use crate::cli::Options;
 use crate::mad::{
-    eval_batch, eval_loss, report, sample_method, Method, MethodSummary, Outcome, Sampled, TrainSettings,
+    em_sampler, eval_batch, eval_loss, report, sample_method, Method, MethodSummary, Outcome, Sampled, TrainSettings,
 };
 use crate::metrics::{euclidean_dist_matrix, median_bandwidth_of, mmd};
 use crate::progress::Phase;
@@ -48,7 +48,7 @@ use geom::Euclidean;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
-use sample::{initial_noise, FinalDenoise, FixedStepConfig, SamplerConfig, TimeGrid};
+use sample::{initial_noise, SamplerConfig};
 use scores::base::ScheduledBase;
 use scores::oism::hermite::{HermiteScore, MAX_HERMITE_DEGREE};
 use scores::smoother::bandwidth::{select_time_by_validation, test_nll};
@@ -119,15 +119,6 @@ pub struct OismConfig {
     pub mixture: Option<ProblemConfig>,
     /// The ring problem (`null` to skip it).
     pub ring: Option<ProblemConfig>,
-}
-
-fn em_sampler(n_steps: usize) -> SamplerConfig {
-    SamplerConfig::EulerMaruyama(FixedStepConfig {
-        n_steps,
-        t_end: 1e-3,
-        time_grid: TimeGrid::UniformT,
-        final_denoise: FinalDenoise::Tweedie,
-    })
 }
 
 fn problem() -> ProblemConfig {

@@ -17,7 +17,7 @@
 
 use crate::cli::Options;
 use crate::data::load_points;
-use crate::mad::{report, Comparison, Method, MethodSummary, Outcome, TrainSettings};
+use crate::mad::{em_sampler, report, Comparison, Method, MethodSummary, Outcome, TrainSettings};
 use crate::metrics::{median_bandwidth, mmd, quotient_dist_matrix, so3_dist_matrix};
 use crate::run::{Meta, RunDir};
 use anyhow::{bail, Context, Result};
@@ -27,7 +27,7 @@ use geom::{So3, UniformSampler};
 use nalgebra::Matrix3;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use sample::{FinalDenoise, FixedStepConfig, SamplerConfig, TimeGrid};
+use sample::SamplerConfig;
 use scores::base::so3::So3Base;
 use scores::Schedule;
 use serde::{Deserialize, Serialize};
@@ -105,12 +105,7 @@ impl So3Config {
                 t_eps: 1e-3,
                 checkpoint_every: 1_000,
             },
-            sampler: SamplerConfig::EulerMaruyama(FixedStepConfig {
-                n_steps: 500,
-                t_end: 1e-3,
-                time_grid: TimeGrid::UniformT,
-                final_denoise: FinalDenoise::Tweedie,
-            }),
+            sampler: em_sampler(500),
             n_samples: 2_000,
             eval_batch: 4_096,
             mmd_bandwidth: None,
@@ -136,12 +131,7 @@ impl So3Config {
         base.train.steps = 1_500;
         base.train.optim.warmup_steps = 50;
         base.train.checkpoint_every = 500;
-        base.sampler = SamplerConfig::EulerMaruyama(FixedStepConfig {
-            n_steps: 100,
-            t_end: 1e-3,
-            time_grid: TimeGrid::UniformT,
-            final_denoise: FinalDenoise::Tweedie,
-        });
+        base.sampler = em_sampler(100);
         base.n_samples = 500;
         base.eval_batch = 1_024;
         base

@@ -11,7 +11,7 @@
 use crate::cli::Options;
 use crate::data::{earth_file, load_earth, load_points, split};
 use crate::earth::{published_column, PUBLISHED};
-use crate::mad::{report, Compared, Comparison, Method, MethodSummary, Outcome, TrainSettings};
+use crate::mad::{em_sampler, report, Compared, Comparison, Method, MethodSummary, Outcome, TrainSettings};
 use crate::metrics::{median_bandwidth, mmd, sphere_dist_matrix};
 use crate::run::{Meta, RunDir};
 use crate::so3::LOCAL_FACTOR;
@@ -21,7 +21,7 @@ use geom::{Sphere, UniformSampler};
 use nalgebra::DVector;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use sample::{FinalDenoise, FixedStepConfig, SamplerConfig, TimeGrid};
+use sample::SamplerConfig;
 use scores::base::sphere::SphereBase;
 use scores::heat::sphere::SphereHeatKernel;
 use scores::smoother::bandwidth::{select_time_by_validation, test_nll};
@@ -100,15 +100,6 @@ fn train_settings() -> TrainSettings {
         t_eps: 1e-3,
         checkpoint_every: 1_000,
     }
-}
-
-fn em_sampler(n_steps: usize) -> SamplerConfig {
-    SamplerConfig::EulerMaruyama(FixedStepConfig {
-        n_steps,
-        t_end: 1e-3,
-        time_grid: TimeGrid::UniformT,
-        final_denoise: FinalDenoise::Tweedie,
-    })
 }
 
 impl SphereConfig {

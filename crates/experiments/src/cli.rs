@@ -148,6 +148,29 @@ fn merge_values(base: &mut serde_json::Value, patch: serde_json::Value) {
     }
 }
 
+/// The dotted paths at which two JSON values differ, with both values (`path: a -> b`); empty when equal.
+pub fn json_diff(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    walk(&p, x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), out);
+                }
+            }
+            _ if a != b => out.push(format!("{}: {a} -> {b}", if path.is_empty() { "(root)" } else { path })),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", a, b, &mut out);
+    out
+}
+
 /// `YYYYmmdd-HHMMSS` (UTC) of a Unix time.
 pub fn utc_stamp(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
@@ -218,6 +241,14 @@ mod tests {
         assert!(parse("so3", &bad, &[]).is_err());
         assert!(parse_device("tpu").is_err());
         assert_eq!(parse_device("cuda:1").unwrap(), tch::Device::Cuda(1));
+    }
+
+    #[test]
+    fn json_diff_names_the_paths() {
+        let a = serde_json::json!({"train": {"steps": 10, "lr": 0.1}, "seed": 0});
+        let b = serde_json::json!({"train": {"steps": 20, "lr": 0.1}, "seed": 0});
+        assert_eq!(json_diff(&a, &b), vec!["train.steps: 10 -> 20".to_string()]);
+        assert!(json_diff(&a, &a).is_empty());
     }
 
     #[test]

@@ -486,6 +486,10 @@ pub struct History {
     pub train_seconds: f64,
     /// Every step's loss.
     pub losses: Vec<LossRecord>,
+    /// The whole resolved configuration of the run that trained it: a checkpoint is only reused by a run
+    /// with the same configuration.
+    #[serde(default)]
+    pub run_config: serde_json::Value,
 }
 
 /// The folder of a method's finished checkpoint.
@@ -591,6 +595,16 @@ fn train_or_load(
         ManifoldFlow::new(&config.model_config(kind, dataset), seeds[0], device).map_err(|e| prefixed(e, "model."))?;
     let dir = checkpoint_dir(run, name);
     if let Some(history) = load_checkpoint(&dir, &mut model)? {
+        let mine = serde_json::to_value(config)?;
+        let diffs = crate::cli::json_diff(&history.run_config, &mine);
+        if !diffs.is_empty() {
+            anyhow::bail!(
+                "the checkpoint {} was trained with another configuration ({}); use another --out folder or \
+                 remove it",
+                dir.display(),
+                diffs.join("; ")
+            );
+        }
         eprintln!("mflow: {name}: loaded the finished checkpoint {}", dir.display());
         return Ok(Trained { name, plan, model, history, resumed: true });
     }
@@ -613,6 +627,7 @@ fn train_or_load(
         best_validation: outcome.best_validation.iter().map(|(p, l)| (p.name().to_string(), *l)).collect(),
         train_seconds,
         losses,
+        run_config: serde_json::to_value(config)?,
     };
     save_checkpoint(&dir, &model, &history)?;
     Ok(Trained { name, plan, model, history, resumed: false })

@@ -111,6 +111,7 @@ fn checkpoint_of_another_architecture_is_refused_naming_folder_and_field() {
         best_validation: Vec::new(),
         train_seconds: 0.0,
         losses: Vec::new(),
+        run_config: serde_json::Value::Null,
     };
     let ckpt = checkpoint_dir(&run, "mflow");
     save_checkpoint(&ckpt, &model, &history).unwrap();

@@ -34,9 +34,10 @@
 //! gradient; with the same initialisation and batches the two runs take bit-identical steps and draw the same
 //! samples. The neural control variate can lower `loss_var` only.
 //!
-//! Checkpoints: only the final EMA weights, `checkpoints/<method>/weights.safetensors` (written to a
-//! temporary file, then renamed); [`train::ndsm::NdsmTrainer`] has no resumable state, so a run is not
-//! resumed: running again with the same `--out` trains again from the start.
+//! Checkpoints: the final EMA weights, `checkpoints/<method>/weights.safetensors` (written to a temporary
+//! file, then renamed), and the complete training state every `checkpoint_every` steps and at the end,
+//! `checkpoints/<method>/step-<k>/` ([`methods`]): running again with the same `--out` resumes every method
+//! from its newest checkpoint and gives the same numbers as an uninterrupted run.
 
 pub mod methods;
 mod report;
@@ -96,6 +97,9 @@ pub struct ProblemConfig {
     pub variance_n_batches: usize,
     /// Samples per method (2 ..= 10^6).
     pub n_samples: i64,
+    /// Steps between checkpoints of the training state (0: only at the end); they do not change the numbers.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
 }
 
 /// The configuration of `ndsm`.
@@ -110,6 +114,11 @@ pub struct NdsmExpConfig {
     pub ring: Option<ProblemConfig>,
     /// The ring with a small training set (`null` to skip).
     pub ring_small: Option<ProblemConfig>,
+}
+
+/// The default [`ProblemConfig::checkpoint_every`]: 100 steps.
+fn default_checkpoint_every() -> u64 {
+    100
 }
 
 fn problem(n_train: usize, k: usize) -> ProblemConfig {
@@ -138,6 +147,7 @@ fn problem(n_train: usize, k: usize) -> ProblemConfig {
         variance_batch_size: 256,
         variance_n_batches: 24,
         n_samples: 2_000,
+        checkpoint_every: default_checkpoint_every(),
     }
 }
 
@@ -440,7 +450,17 @@ fn run_problem(opts: &Options, parent: &std::path::Path, seed: u64, p: &Prepared
     for kind in MethodKind::ALL {
         let probe = (kind == MethodKind::NdsmNcv).then_some(probe);
         let config = cfg.train_config(seed);
-        let trained = train_method(&run, kind, config, cfg.neural_cv(seed), pi, &p.train, probe, opts.device)?;
+        let trained = train_method(
+            &run,
+            kind,
+            config,
+            cfg.neural_cv(seed),
+            pi,
+            &p.train,
+            probe,
+            cfg.checkpoint_every,
+            opts.device,
+        )?;
         let law = if kind == MethodKind::Dsm { &std_normal } else { pi };
         eprintln!("{}: sample", kind.name());
         let sampled = sample_method(&trained, p, law, seed, opts.device)?;
@@ -483,7 +503,7 @@ pub fn run_ndsm(opts: &Options) -> Result<()> {
     let prepared: Vec<Prepared> =
         config.problems().into_iter().map(|(n, p)| prepare(n, p, config.seed)).collect::<Result<_>>()?;
     let run = RunDir::create(&opts.out_dir(), &config, &Meta::collect("ndsm", config.seed, opts.device))?;
-    eprintln!("ndsm: run folder {} (checkpoints hold final weights only; runs are not resumed)", run.path().display());
+    eprintln!("ndsm: run folder {} (an interrupted run resumes from its checkpoints)", run.path().display());
     let mut problems = serde_json::Map::new();
     for p in &prepared {
         let s = run_problem(opts, run.path(), config.seed, p)?;

@@ -78,7 +78,9 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 pub use cv::{NeuralCv, NeuralCvConfig, NeuralCvForm};
-pub use trainer::{NdsmCvChoice, NdsmStepReport, NdsmTrainConfig, NdsmTrainer};
+pub use trainer::{
+    NdsmCvChoice, NdsmStepReport, NdsmTrainConfig, NdsmTrainer, CV_ADAM_M_PREFIX, CV_ADAM_V_PREFIX, CV_PARAMS_PREFIX,
+};
 pub use variance::{estimator_variance, Estimator, EstimatorVariance, VarianceConfig};
 
 /// A time-dependent score `(x [B, D], t [B]) -> [B, D]` (same dtype and device as `x`).

@@ -3,12 +3,21 @@
 //! estimator variance measured at fixed parameters at chosen steps, and the final EMA weights written
 //! atomically to `checkpoints/<method>/weights.safetensors`.
 //!
+//! Checkpoints: every `checkpoint_every` steps and at the end, the complete training state (weights, EMA,
+//! AdamW moments, those of the neural control variate, step, RNG and the configuration's fields) is written
+//! atomically to `checkpoints/<method>/step-<k>/` with [`crate::mad::write_checkpoint`], the loss of every
+//! step and the training seconds with it; the variance measurements so far go to
+//! `checkpoints/<method>/variance.json`. A run with the same `--out` resumes every method from its newest
+//! checkpoint (a checkpoint of another configuration is refused, naming the differing fields) and takes the
+//! same steps, with the same numbers, as an uninterrupted run.
+//!
 //! Randomness, the same as [`NdsmTrainer`]'s: the network is initialised from `ChaCha8Rng` seeded with the
 //! run's seed on stream 0 and the batches are drawn on stream 1, so every method starts from the same
 //! weights.
 
+use crate::mad::{read_latest_checkpoint, write_checkpoint, History};
 use crate::progress::Phase;
-use crate::run::RunDir;
+use crate::run::{write_json_atomic, RunDir};
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -16,11 +25,12 @@ use scores::gmm::GaussianMixture;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use tch::{Device, Tensor};
+use train::checkpoint::{ADAM_M_PREFIX, ADAM_V_PREFIX, CHECKPOINT_FORMAT, EMA_PREFIX, PARAMS_PREFIX};
 use train::ndsm::{
     dsm_per_sample_loss, estimator_variance, randn, EstimatorVariance, NdsmCvChoice, NdsmScoreNet, NdsmSde,
     NdsmTrainConfig, NdsmTrainer, VarianceConfig,
 };
-use train::{clip_grad_norm, AdamW, Ema, FlatParams, OptimConfig, ScoreMlp};
+use train::{clip_grad_norm, AdamW, Checkpoint, Ema, FlatParams, OptimConfig, RunState, ScoreMlp};
 
 /// The methods of the comparison, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,11 +166,94 @@ impl DsmTrainer {
         let mlp = ScoreMlp::from_tensors(self.net.mlp().config(), self.net.mlp().point_shape(), &named)?;
         Ok(NdsmScoreNet::from_mlp(mlp)?)
     }
+
+    /// The identity of a DSM run: the configuration's fields and the objective.
+    fn fields(config: &NdsmTrainConfig) -> Vec<(String, String)> {
+        let mut fields = config.fields();
+        fields.push(("objective".into(), "dsm".into()));
+        fields
+    }
+
+    /// A snapshot as [`NdsmTrainer::checkpoint`] takes it (no control variate).
+    fn checkpoint(&self) -> Checkpoint {
+        let (m, v) = self.adam.moments();
+        let mut tensors = Vec::new();
+        for (prefix, flat) in [
+            (PARAMS_PREFIX, self.flat.buffer()),
+            (EMA_PREFIX, self.ema.shadow()),
+            (ADAM_M_PREFIX, m),
+            (ADAM_V_PREFIX, v),
+        ] {
+            let copy = flat.detach().to_device(Device::Cpu).copy();
+            for (name, t) in self.flat.split(&copy) {
+                tensors.push((format!("{prefix}{name}"), t.contiguous()));
+            }
+        }
+        Checkpoint {
+            tensors,
+            state: RunState {
+                format: CHECKPOINT_FORMAT,
+                step: self.step,
+                rng: self.rng.clone(),
+                config: Self::fields(&self.config),
+                point_shape: self.net.mlp().point_shape().to_vec(),
+                base: None,
+            },
+        }
+    }
+
+    /// Continues from `checkpoint`; refuses one of another configuration, naming the differing fields.
+    fn resume(config: NdsmTrainConfig, dim: i64, device: Device, checkpoint: &Checkpoint) -> Result<Self> {
+        let state = &checkpoint.state;
+        let mut t = DsmTrainer::new(config, dim, device)?;
+        let mine = Self::fields(&t.config);
+        let mut diffs: Vec<String> = mine
+            .iter()
+            .filter_map(|(name, value)| match state.config.iter().find(|(n, _)| n == name) {
+                Some((_, theirs)) if theirs == value => None,
+                Some((_, theirs)) => Some(format!("{name} differs: checkpoint has {theirs}, this run has {value}")),
+                None => Some(format!("{name} is missing from the checkpoint")),
+            })
+            .collect();
+        diffs.extend(
+            state
+                .config
+                .iter()
+                .filter(|(n, _)| !mine.iter().any(|(m, _)| m == n))
+                .map(|(n, _)| format!("{n} is unknown")),
+        );
+        if state.format != CHECKPOINT_FORMAT || state.point_shape != [dim] || state.step > t.config.steps {
+            diffs.push(format!(
+                "format {}, point shape {:?} or step {} does not fit this run",
+                state.format, state.point_shape, state.step
+            ));
+        }
+        anyhow::ensure!(diffs.is_empty(), "dsm: the checkpoint does not fit: {}", diffs.join("; "));
+        let params = t.flat.gather(&checkpoint.tensors, PARAMS_PREFIX)?;
+        let ema = t.flat.gather(&checkpoint.tensors, EMA_PREFIX)?;
+        let m = t.flat.gather(&checkpoint.tensors, ADAM_M_PREFIX)?;
+        let v = t.flat.gather(&checkpoint.tensors, ADAM_V_PREFIX)?;
+        tch::no_grad(|| t.flat.buffer_mut().copy_(&params));
+        t.ema = Ema::from_state(ema, t.config.optim.ema_decay);
+        t.adam = AdamW::from_state(&t.config.optim, m, v, state.step);
+        t.rng = state.rng.clone();
+        t.step = state.step;
+        Ok(t)
+    }
 }
 
 enum Runner {
     Dsm(Box<DsmTrainer>),
     Ndsm(Box<NdsmTrainer>),
+}
+
+impl Runner {
+    fn checkpoint(&self) -> Checkpoint {
+        match self {
+            Runner::Dsm(t) => t.checkpoint(),
+            Runner::Ndsm(t) => t.checkpoint(),
+        }
+    }
 }
 
 /// Where and how often to measure the estimator variance during training.
@@ -177,6 +270,10 @@ pub struct VarianceProbe<'a> {
 /// `metrics.jsonl` and a progress bar, measuring the estimator variance at `probe`'s steps (the score
 /// network's current weights, not the EMA, and the neural control variate when there is one), and writes
 /// the final EMA weights to `checkpoints/<method>/weights.safetensors` (temporary file, then rename).
+///
+/// Writes a checkpoint every `checkpoint_every` steps (0: only at the end) and resumes from the newest one
+/// under `checkpoints/<method>/` when there is one (module doc).
+#[allow(clippy::too_many_arguments)]
 pub fn train_method(
     run: &RunDir,
     kind: MethodKind,
@@ -185,6 +282,7 @@ pub fn train_method(
     pi: &GaussianMixture,
     data: &Tensor,
     probe: Option<VarianceProbe>,
+    checkpoint_every: u64,
     device: Device,
 ) -> Result<Trained> {
     let name = kind.name();
@@ -196,17 +294,55 @@ pub fn train_method(
     };
     let config = NdsmTrainConfig { control_variate, ..config };
     let data = data.to_kind(config.precision.kind()).to_device(device);
-    let mut runner = match kind {
-        MethodKind::Dsm => Runner::Dsm(Box::new(DsmTrainer::new(config, dim, device)?)),
-        _ => Runner::Ndsm(Box::new(NdsmTrainer::new(config, dim, device)?)),
+    let root = run.file("checkpoints").join(name);
+    let variance_file = root.join("variance.json");
+    let (mut runner, history, mut variance) = match read_latest_checkpoint(&root)? {
+        Some((checkpoint, history, dir)) => {
+            let refused = || {
+                format!(
+                    "{name}: the checkpoint {} was written by another configuration; use another --out folder or \
+                     remove it",
+                    dir.display()
+                )
+            };
+            let runner = match kind {
+                MethodKind::Dsm => {
+                    Runner::Dsm(Box::new(DsmTrainer::resume(config, dim, device, &checkpoint).with_context(refused)?))
+                }
+                _ => {
+                    Runner::Ndsm(Box::new(NdsmTrainer::resume(config, dim, device, &checkpoint).with_context(refused)?))
+                }
+            };
+            let k = checkpoint.state.step;
+            let variance: Vec<(u64, Vec<EstimatorVariance>)> = match std::fs::read_to_string(&variance_file) {
+                Ok(text) => {
+                    serde_json::from_str(&text).with_context(|| format!("{} is malformed", variance_file.display()))?
+                }
+                Err(_) => Vec::new(),
+            };
+            let variance = variance.into_iter().filter(|(s, _)| *s < k).collect();
+            eprintln!("{name}: resumed at step {k}");
+            (runner, history, variance)
+        }
+        None => {
+            let runner = match kind {
+                MethodKind::Dsm => Runner::Dsm(Box::new(DsmTrainer::new(config, dim, device)?)),
+                _ => Runner::Ndsm(Box::new(NdsmTrainer::new(config, dim, device)?)),
+            };
+            (runner, History::default(), Vec::new())
+        }
     };
     let steps = config.steps;
+    let start = history.losses.len() as u64;
     let log_every = (steps / 200).clamp(1, 100);
     let mut phase = Phase::new(&format!("{name}: train"), steps);
-    let (mut losses, mut window, mut variance) = (Vec::with_capacity(steps as usize), Vec::new(), Vec::new());
-    let mut train_seconds = 0.0;
+    phase.set_position(start);
+    let mut losses = history.losses;
+    losses.reserve(steps.saturating_sub(start) as usize);
+    let mut window = Vec::new();
+    let mut train_seconds = history.train_seconds;
     let mut session = Instant::now();
-    for s in 0..=steps {
+    for s in start..=steps {
         if let Some(p) = &probe {
             if p.steps.contains(&s) {
                 train_seconds += session.elapsed().as_secs_f64();
@@ -217,6 +353,8 @@ pub fn train_method(
                 .with_context(|| format!("{name}: estimator variance at step {s}"))?;
                 run.append_metric(&serde_json::json!({ "method": name, "variance_at_step": s, "estimators": v }))?;
                 variance.push((s, v));
+                std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+                write_json_atomic(&variance_file, &variance)?;
                 session = Instant::now();
             }
         }
@@ -240,8 +378,16 @@ pub fn train_method(
             let elapsed = train_seconds + session.elapsed().as_secs_f64();
             run.append_metric(&serde_json::json!({
                 "method": name, "step": s + 1, "loss": mean, "grad_norm": r.grad_norm, "lr": r.lr,
-                "steps_per_sec": (s + 1) as f64 / elapsed.max(1e-9), "cv_objective": r.cv_objective,
+                "steps_per_sec": (s + 1 - start) as f64 / (elapsed - history.train_seconds).max(1e-9),
+                "cv_objective": r.cv_objective,
             }))?;
+        }
+        let done = s + 1;
+        if done == steps || (checkpoint_every > 0 && done % checkpoint_every == 0) {
+            let elapsed = train_seconds + session.elapsed().as_secs_f64();
+            let history = History { losses: losses.clone(), train_seconds: elapsed };
+            write_checkpoint(&root, &runner.checkpoint(), &history)
+                .with_context(|| format!("{name}: cannot write the checkpoint at step {done}"))?;
         }
     }
     train_seconds += session.elapsed().as_secs_f64();

@@ -92,6 +92,20 @@ impl NeuralCv {
         self.adam.n_steps()
     }
 
+    /// The flat parameter buffer of `c_phi` and its AdamW moments `(params, m, v)` (shallow handles, for
+    /// checkpoints).
+    pub fn flat_state(&self) -> (&FlatParams, &Tensor, &Tensor) {
+        let (m, v) = self.adam.moments();
+        (&self.flat, m, v)
+    }
+
+    /// Replaces the parameters of `c_phi` and its AdamW state (moments `m`, `v` after `n_steps` steps) with
+    /// flat tensors of the buffer's size (as [`FlatParams::gather`] returns them), for resuming a run.
+    pub fn restore(&mut self, params: &Tensor, m: Tensor, v: Tensor, n_steps: u64) {
+        tch::no_grad(|| self.flat.buffer_mut().copy_(params));
+        self.adam = AdamW::from_state(&self.config.optim, m, v, n_steps);
+    }
+
     /// The linear coefficient `a` of every transition, `[B, D]` (module doc); `score` is evaluated at
     /// `mu_n` only in the [`NeuralCvForm::OnExact`] form.
     pub fn linear_term(&self, score: &ScoreFn, sde: &NdsmSde, tr: &Transitions) -> Tensor {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::OptimConfig;
+use crate::{Checkpoint, OptimConfig, RunState};
 use nalgebra::{DMatrix, DVector};
 
 fn std_normal(d: usize) -> GaussianMixture {
@@ -305,4 +305,68 @@ fn trainer_is_seeded_and_lowers_the_loss() {
     let ema = t.ema_net().unwrap();
     let x = data.to_kind(Kind::Float).narrow(0, 0, 4);
     assert_eq!(ema.score(t.sde(), &x, &Tensor::full([4], 0.5, (Kind::Float, Device::Cpu))).size(), [4, 2]);
+}
+
+/// Writes the checkpoint's tensors to a safetensors file and its state through JSON, and reads both back.
+fn round_trip(checkpoint: &Checkpoint, dir: &std::path::Path) -> Checkpoint {
+    let file = dir.join("weights.safetensors");
+    Tensor::write_safetensors(&checkpoint.tensors, &file).unwrap();
+    let tensors = Tensor::read_safetensors(&file).unwrap();
+    let state: RunState = serde_json::from_str(&serde_json::to_string(&checkpoint.state).unwrap()).unwrap();
+    Checkpoint { tensors, state }
+}
+
+#[test]
+fn checkpoint_and_resume_continue_bitwise() {
+    let pi = two_modes();
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let data = pi.sample_t(300, &mut rng, Kind::Double, Device::Cpu);
+    let dir = std::env::temp_dir().join(format!("ndsm-checkpoint-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = NdsmTrainConfig {
+        model: MlpConfig { width: 16, depth: 2, ..MlpConfig::default() },
+        sde: NdsmConfig { n_steps: 10, ..NdsmConfig::default() },
+        optim: OptimConfig { warmup_steps: 3, lr: 3e-3, ..OptimConfig::default() },
+        steps: 12,
+        batch_size: 64,
+        ..NdsmTrainConfig::default()
+    };
+    let (n, k) = (config.steps, 5);
+    for cv in [
+        NdsmCvChoice::None,
+        NdsmCvChoice::Exact,
+        NdsmCvChoice::Neural { config: NeuralCvConfig { form: NeuralCvForm::OnExact, ..Default::default() } },
+    ] {
+        config.control_variate = cv;
+        let mut straight = NdsmTrainer::new(config, 2, Device::Cpu).unwrap();
+        let a: Vec<_> = (0..n).map(|_| straight.step(&pi, &data).unwrap()).collect();
+        let mut first = NdsmTrainer::new(config, 2, Device::Cpu).unwrap();
+        let mut b: Vec<_> = (0..k).map(|_| first.step(&pi, &data).unwrap()).collect();
+        let checkpoint = round_trip(&first.checkpoint(), &dir);
+        assert_eq!(checkpoint.state.step, k);
+        drop(first);
+        let mut resumed = NdsmTrainer::resume(config, 2, Device::Cpu, &checkpoint).unwrap();
+        assert_eq!(resumed.steps_done(), k);
+        b.extend((k..n).map(|_| resumed.step(&pi, &data).unwrap()));
+        assert_eq!(a, b, "{cv:?}: the same losses, gradient norms and learning rates");
+        let (ca, cb) = (straight.checkpoint(), resumed.checkpoint());
+        assert_eq!(ca.state, cb.state);
+        assert_eq!(ca.tensors.len(), cb.tensors.len());
+        for ((na, ta), (nb, tb)) in ca.tensors.iter().zip(&cb.tensors) {
+            assert_eq!(na, nb);
+            assert!(ta.equal(tb), "{cv:?}: {na} differs after resuming");
+        }
+        if matches!(cv, NdsmCvChoice::Neural { .. }) {
+            assert!(ca.tensors.iter().any(|(n, _)| n.starts_with(CV_ADAM_V_PREFIX)));
+            assert_eq!(resumed.neural_cv().unwrap().n_steps(), n);
+        }
+    }
+    let checkpoint = round_trip(&NdsmTrainer::new(config, 2, Device::Cpu).unwrap().checkpoint(), &dir);
+    let other = NdsmTrainConfig { batch_size: 32, seed: 3, ..config };
+    let err = NdsmTrainer::resume(other, 2, Device::Cpu, &checkpoint).unwrap_err().to_string();
+    assert!(err.contains("batch_size differs") && err.contains("seed differs"), "{err}");
+    assert!(!err.contains("steps differs"), "{err}");
+    let err = NdsmTrainer::resume(config, 3, Device::Cpu, &checkpoint).unwrap_err().to_string();
+    assert!(err.contains("point_shape"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -7,8 +7,11 @@
 //! variate is initialised from its own `seed`.
 
 use super::{ndsm_loss, ControlVariate, NdsmConfig, NdsmScoreNet, NdsmSde, NdsmWeighting, NeuralCv, NeuralCvConfig};
+use crate::checkpoint::{ADAM_M_PREFIX, ADAM_V_PREFIX, CHECKPOINT_FORMAT, EMA_PREFIX, PARAMS_PREFIX};
 use crate::optim::clip_grad_norm;
-use crate::{AdamW, Ema, FlatParams, MlpConfig, OptimConfig, Precision, Result, ScoreMlp, TrainError};
+use crate::{
+    AdamW, Checkpoint, Ema, FlatParams, MlpConfig, OptimConfig, Precision, Result, RunState, ScoreMlp, TrainError,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use scores::gmm::GaussianMixture;
@@ -72,7 +75,47 @@ impl Default for NdsmTrainConfig {
     }
 }
 
+/// Prefix of the neural control variate's weights in [`Checkpoint::tensors`].
+pub const CV_PARAMS_PREFIX: &str = "cv.params.";
+/// Prefix of the neural control variate's AdamW first moment.
+pub const CV_ADAM_M_PREFIX: &str = "cv.adam_m.";
+/// Prefix of the neural control variate's AdamW second moment.
+pub const CV_ADAM_V_PREFIX: &str = "cv.adam_v.";
+
 impl NdsmTrainConfig {
+    /// Every field that determines the numbers of a run, as `(name, value)` strings (the identity of a run
+    /// in [`RunState::config`]; [`NdsmTrainer::resume`] compares them).
+    pub fn fields(&self) -> Vec<(String, String)> {
+        fn f(name: &str, v: impl std::fmt::Debug) -> (String, String) {
+            (name.to_string(), format!("{v:?}"))
+        }
+        let (m, o, e) = (&self.model, &self.optim, &self.sde);
+        vec![
+            f("model.width", m.width),
+            f("model.depth", m.depth),
+            f("model.activation", m.activation),
+            f("model.n_freqs", m.n_freqs),
+            f("sde.beta_min", e.beta_min),
+            f("sde.beta_max", e.beta_max),
+            f("sde.n_steps", e.n_steps),
+            f("optim.lr", o.lr),
+            f("optim.beta1", o.beta1),
+            f("optim.beta2", o.beta2),
+            f("optim.eps", o.eps),
+            f("optim.weight_decay", o.weight_decay),
+            f("optim.warmup_steps", o.warmup_steps),
+            f("optim.min_lr_frac", o.min_lr_frac),
+            f("optim.grad_clip", o.grad_clip),
+            f("optim.ema_decay", o.ema_decay),
+            f("weighting", self.weighting),
+            f("control_variate", self.control_variate),
+            f("steps", self.steps),
+            f("batch_size", self.batch_size),
+            f("seed", self.seed),
+            f("precision", self.precision),
+        ]
+    }
+
     /// Validates every field; errors name the field and the allowed range.
     pub fn check(self) -> Result<Self> {
         self.model.check()?;
@@ -145,6 +188,109 @@ impl NdsmTrainer {
             _ => None,
         };
         Ok(NdsmTrainer { config, sde, net, flat, adam, ema, cv, rng: rng_stream(config.seed, 1), step: 0 })
+    }
+
+    /// Continues a run from `checkpoint` (written by [`NdsmTrainer::checkpoint`]) for points of `dim`
+    /// coordinates on `device`: the result takes the same steps, with the same numbers, as the run that
+    /// wrote the checkpoint would have.
+    ///
+    /// Refuses (with [`TrainError::CheckpointMismatch`] naming every differing field) a checkpoint of
+    /// another configuration (any field of [`NdsmTrainConfig::fields`]), dimension or format, past the last
+    /// step, or with missing or mis-shaped tensors.
+    pub fn resume(config: NdsmTrainConfig, dim: i64, device: Device, checkpoint: &Checkpoint) -> Result<Self> {
+        let state = &checkpoint.state;
+        if state.format != CHECKPOINT_FORMAT {
+            return Err(TrainError::CheckpointMismatch(format!(
+                "format {} differs from this build's {CHECKPOINT_FORMAT}",
+                state.format
+            )));
+        }
+        let mut trainer = NdsmTrainer::new(config, dim, device)?;
+        let mut diffs = Vec::new();
+        let mine = trainer.config.fields();
+        for (name, value) in &mine {
+            match state.config.iter().find(|(n, _)| n == name) {
+                Some((_, theirs)) if theirs == value => {}
+                Some((_, theirs)) => {
+                    diffs.push(format!("{name} differs: checkpoint has {theirs}, this run has {value}"))
+                }
+                None => diffs.push(format!("{name} is missing from the checkpoint")),
+            }
+        }
+        for (name, _) in &state.config {
+            if !mine.iter().any(|(n, _)| n == name) {
+                diffs.push(format!("{name} is unknown to this build"));
+            }
+        }
+        if state.point_shape != [dim] {
+            diffs.push(format!(
+                "point_shape differs: checkpoint has {:?}, this run has {:?}",
+                state.point_shape,
+                [dim]
+            ));
+        }
+        if state.base.is_some() {
+            diffs.push(format!("base differs: checkpoint has {:?}, this run has None", state.base));
+        }
+        if state.step > trainer.config.steps {
+            diffs.push(format!("step {} is past steps = {}", state.step, trainer.config.steps));
+        }
+        if !diffs.is_empty() {
+            return Err(TrainError::CheckpointMismatch(diffs.join("; ")));
+        }
+        let params = trainer.flat.gather(&checkpoint.tensors, PARAMS_PREFIX)?;
+        let ema = trainer.flat.gather(&checkpoint.tensors, EMA_PREFIX)?;
+        let m = trainer.flat.gather(&checkpoint.tensors, ADAM_M_PREFIX)?;
+        let v = trainer.flat.gather(&checkpoint.tensors, ADAM_V_PREFIX)?;
+        tch::no_grad(|| trainer.flat.buffer_mut().copy_(&params));
+        trainer.ema = Ema::from_state(ema, trainer.config.optim.ema_decay);
+        trainer.adam = AdamW::from_state(&trainer.config.optim, m, v, state.step);
+        if let Some(cv) = trainer.cv.as_mut() {
+            let (flat, _, _) = cv.flat_state();
+            let params = flat.gather(&checkpoint.tensors, CV_PARAMS_PREFIX)?;
+            let m = flat.gather(&checkpoint.tensors, CV_ADAM_M_PREFIX)?;
+            let v = flat.gather(&checkpoint.tensors, CV_ADAM_V_PREFIX)?;
+            cv.restore(&params, m, v, state.step);
+        }
+        trainer.rng = state.rng.clone();
+        trainer.step = state.step;
+        Ok(trainer)
+    }
+
+    /// A snapshot of the run ([`Checkpoint`]): CPU copies of the weights, EMA weights and AdamW moments
+    /// (prefixes `params.`, `ema.`, `adam_m.`, `adam_v.`), those of a neural control variate (`cv.params.`,
+    /// `cv.adam_m.`, `cv.adam_v.`), and the step, RNG and identity of the run ([`NdsmTrainConfig::fields`],
+    /// point shape `[dim]`, no base). Valid at any point between steps.
+    pub fn checkpoint(&self) -> Checkpoint {
+        fn push(tensors: &mut Vec<(String, Tensor)>, flat: &FlatParams, prefix: &str, values: &Tensor) {
+            let copy = values.detach().to_device(Device::Cpu).copy();
+            for (name, t) in flat.split(&copy) {
+                tensors.push((format!("{prefix}{name}"), t.contiguous()));
+            }
+        }
+        let mut tensors = Vec::new();
+        let (m, v) = self.adam.moments();
+        push(&mut tensors, &self.flat, PARAMS_PREFIX, self.flat.buffer());
+        push(&mut tensors, &self.flat, EMA_PREFIX, self.ema.shadow());
+        push(&mut tensors, &self.flat, ADAM_M_PREFIX, m);
+        push(&mut tensors, &self.flat, ADAM_V_PREFIX, v);
+        if let Some(cv) = &self.cv {
+            let (flat, m, v) = cv.flat_state();
+            push(&mut tensors, flat, CV_PARAMS_PREFIX, flat.buffer());
+            push(&mut tensors, flat, CV_ADAM_M_PREFIX, m);
+            push(&mut tensors, flat, CV_ADAM_V_PREFIX, v);
+        }
+        Checkpoint {
+            tensors,
+            state: RunState {
+                format: CHECKPOINT_FORMAT,
+                step: self.step,
+                rng: self.rng.clone(),
+                config: self.config.fields(),
+                point_shape: self.net.mlp().point_shape().to_vec(),
+                base: None,
+            },
+        }
     }
 
     /// The configuration.

@@ -1,9 +1,10 @@
 //! Checkpoints as values: named tensors for the caller to write as safetensors, and a serde-serialisable
 //! [`RunState`] for the caller to write with bincode. This crate writes no files.
 
+use crate::FlatParams;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 /// Version of the checkpoint layout; [`crate::Trainer::resume`] refuses any other.
 pub const CHECKPOINT_FORMAT: u32 = 1;
@@ -56,5 +57,35 @@ impl Checkpoint {
             .iter()
             .filter_map(|(n, t)| n.strip_prefix(prefix).map(|s| (s.to_string(), t.shallow_clone())))
             .collect()
+    }
+}
+
+/// How the run identity a checkpoint was written with (`theirs`) differs from this run's (`mine`), as
+/// `(name, value)` pairs from the config's `fields()`: one message per field that differs, is missing from the
+/// checkpoint, or is unknown to this build. Empty when they match.
+pub fn config_diffs(theirs: &[(String, String)], mine: &[(String, String)]) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for (name, value) in mine {
+        match theirs.iter().find(|(n, _)| n == name) {
+            Some((_, t)) if t == value => {}
+            Some((_, t)) => diffs.push(format!("{name} differs: checkpoint has {t}, this run has {value}")),
+            None => diffs.push(format!("{name} is missing from the checkpoint")),
+        }
+    }
+    for (name, _) in theirs {
+        if !mine.iter().any(|(n, _)| n == name) {
+            diffs.push(format!("{name} is unknown to this build"));
+        }
+    }
+    diffs
+}
+
+/// Appends detached, contiguous CPU copies of the flat buffer `values` (laid out as `flat`), split into
+/// named parameters `prefix + <parameter>`, to `tensors`: how a checkpoint stores weights, EMA weights and
+/// optimiser moments.
+pub fn push_named_copies(tensors: &mut Vec<(String, Tensor)>, flat: &FlatParams, prefix: &str, values: &Tensor) {
+    let copy = values.detach().to_device(Device::Cpu).copy();
+    for (name, t) in flat.split(&copy) {
+        tensors.push((format!("{prefix}{name}"), t.contiguous()));
     }
 }

@@ -16,7 +16,9 @@
 //! a deterministic function of the configuration, the data and the step count, so a resumed run
 //! continues bitwise (a test shows it).
 
-use crate::checkpoint::{ADAM_M_PREFIX, ADAM_V_PREFIX, CHECKPOINT_FORMAT, EMA_PREFIX, PARAMS_PREFIX};
+use crate::checkpoint::{
+    config_diffs, push_named_copies, ADAM_M_PREFIX, ADAM_V_PREFIX, CHECKPOINT_FORMAT, EMA_PREFIX, PARAMS_PREFIX,
+};
 use crate::optim::clip_grad_norm;
 use crate::{
     loss_and_grad, residual_loss, AdamW, Checkpoint, Ema, FlatParams, LossBatch, Objective, ResidualScore, Result,
@@ -171,22 +173,7 @@ impl Trainer {
             )));
         }
         let mut trainer = Trainer::new(config, point_shape, base, device)?;
-        let mut diffs = Vec::new();
-        let mine = trainer.config.fields();
-        for (name, value) in &mine {
-            match state.config.iter().find(|(n, _)| n == name) {
-                Some((_, theirs)) if theirs == value => {}
-                Some((_, theirs)) => {
-                    diffs.push(format!("{name} differs: checkpoint has {theirs}, this run has {value}"))
-                }
-                None => diffs.push(format!("{name} is missing from the checkpoint")),
-            }
-        }
-        for (name, _) in &state.config {
-            if !mine.iter().any(|(n, _)| n == name) {
-                diffs.push(format!("{name} is unknown to this build"));
-            }
-        }
+        let mut diffs = config_diffs(&state.config, &trainer.config.fields());
         if state.point_shape != trainer.point_shape {
             diffs.push(format!(
                 "point_shape differs: checkpoint has {:?}, this run has {:?}",
@@ -385,10 +372,7 @@ impl Trainer {
             (ADAM_M_PREFIX, m),
             (ADAM_V_PREFIX, v),
         ] {
-            let copy = flat.detach().to_device(Device::Cpu).copy();
-            for (name, t) in self.flat.split(&copy) {
-                tensors.push((format!("{prefix}{name}"), t.contiguous()));
-            }
+            push_named_copies(&mut tensors, &self.flat, prefix, flat);
         }
         Checkpoint {
             tensors,

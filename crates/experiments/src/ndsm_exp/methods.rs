@@ -25,7 +25,9 @@ use scores::gmm::GaussianMixture;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use tch::{Device, Tensor};
-use train::checkpoint::{ADAM_M_PREFIX, ADAM_V_PREFIX, CHECKPOINT_FORMAT, EMA_PREFIX, PARAMS_PREFIX};
+use train::checkpoint::{
+    config_diffs, push_named_copies, ADAM_M_PREFIX, ADAM_V_PREFIX, CHECKPOINT_FORMAT, EMA_PREFIX, PARAMS_PREFIX,
+};
 use train::ndsm::{
     dsm_per_sample_loss, estimator_variance, randn, EstimatorVariance, NdsmCvChoice, NdsmScoreNet, NdsmSde,
     NdsmTrainConfig, NdsmTrainer, VarianceConfig,
@@ -184,10 +186,7 @@ impl DsmTrainer {
             (ADAM_M_PREFIX, m),
             (ADAM_V_PREFIX, v),
         ] {
-            let copy = flat.detach().to_device(Device::Cpu).copy();
-            for (name, t) in self.flat.split(&copy) {
-                tensors.push((format!("{prefix}{name}"), t.contiguous()));
-            }
+            push_named_copies(&mut tensors, &self.flat, prefix, flat);
         }
         Checkpoint {
             tensors,
@@ -207,21 +206,7 @@ impl DsmTrainer {
         let state = &checkpoint.state;
         let mut t = DsmTrainer::new(config, dim, device)?;
         let mine = Self::fields(&t.config);
-        let mut diffs: Vec<String> = mine
-            .iter()
-            .filter_map(|(name, value)| match state.config.iter().find(|(n, _)| n == name) {
-                Some((_, theirs)) if theirs == value => None,
-                Some((_, theirs)) => Some(format!("{name} differs: checkpoint has {theirs}, this run has {value}")),
-                None => Some(format!("{name} is missing from the checkpoint")),
-            })
-            .collect();
-        diffs.extend(
-            state
-                .config
-                .iter()
-                .filter(|(n, _)| !mine.iter().any(|(m, _)| m == n))
-                .map(|(n, _)| format!("{n} is unknown")),
-        );
+        let mut diffs = config_diffs(&state.config, &mine);
         if state.format != CHECKPOINT_FORMAT || state.point_shape != [dim] || state.step > t.config.steps {
             diffs.push(format!(
                 "format {}, point shape {:?} or step {} does not fit this run",

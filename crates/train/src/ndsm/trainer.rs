@@ -7,7 +7,9 @@
 //! variate is initialised from its own `seed`.
 
 use super::{ndsm_loss, ControlVariate, NdsmConfig, NdsmScoreNet, NdsmSde, NdsmWeighting, NeuralCv, NeuralCvConfig};
-use crate::checkpoint::{ADAM_M_PREFIX, ADAM_V_PREFIX, CHECKPOINT_FORMAT, EMA_PREFIX, PARAMS_PREFIX};
+use crate::checkpoint::{
+    config_diffs, push_named_copies, ADAM_M_PREFIX, ADAM_V_PREFIX, CHECKPOINT_FORMAT, EMA_PREFIX, PARAMS_PREFIX,
+};
 use crate::optim::clip_grad_norm;
 use crate::{
     AdamW, Checkpoint, Ema, FlatParams, MlpConfig, OptimConfig, Precision, Result, RunState, ScoreMlp, TrainError,
@@ -206,22 +208,7 @@ impl NdsmTrainer {
             )));
         }
         let mut trainer = NdsmTrainer::new(config, dim, device)?;
-        let mut diffs = Vec::new();
-        let mine = trainer.config.fields();
-        for (name, value) in &mine {
-            match state.config.iter().find(|(n, _)| n == name) {
-                Some((_, theirs)) if theirs == value => {}
-                Some((_, theirs)) => {
-                    diffs.push(format!("{name} differs: checkpoint has {theirs}, this run has {value}"))
-                }
-                None => diffs.push(format!("{name} is missing from the checkpoint")),
-            }
-        }
-        for (name, _) in &state.config {
-            if !mine.iter().any(|(n, _)| n == name) {
-                diffs.push(format!("{name} is unknown to this build"));
-            }
-        }
+        let mut diffs = config_diffs(&state.config, &trainer.config.fields());
         if state.point_shape != [dim] {
             diffs.push(format!(
                 "point_shape differs: checkpoint has {:?}, this run has {:?}",
@@ -262,23 +249,17 @@ impl NdsmTrainer {
     /// `cv.adam_m.`, `cv.adam_v.`), and the step, RNG and identity of the run ([`NdsmTrainConfig::fields`],
     /// point shape `[dim]`, no base). Valid at any point between steps.
     pub fn checkpoint(&self) -> Checkpoint {
-        fn push(tensors: &mut Vec<(String, Tensor)>, flat: &FlatParams, prefix: &str, values: &Tensor) {
-            let copy = values.detach().to_device(Device::Cpu).copy();
-            for (name, t) in flat.split(&copy) {
-                tensors.push((format!("{prefix}{name}"), t.contiguous()));
-            }
-        }
         let mut tensors = Vec::new();
         let (m, v) = self.adam.moments();
-        push(&mut tensors, &self.flat, PARAMS_PREFIX, self.flat.buffer());
-        push(&mut tensors, &self.flat, EMA_PREFIX, self.ema.shadow());
-        push(&mut tensors, &self.flat, ADAM_M_PREFIX, m);
-        push(&mut tensors, &self.flat, ADAM_V_PREFIX, v);
+        push_named_copies(&mut tensors, &self.flat, PARAMS_PREFIX, self.flat.buffer());
+        push_named_copies(&mut tensors, &self.flat, EMA_PREFIX, self.ema.shadow());
+        push_named_copies(&mut tensors, &self.flat, ADAM_M_PREFIX, m);
+        push_named_copies(&mut tensors, &self.flat, ADAM_V_PREFIX, v);
         if let Some(cv) = &self.cv {
             let (flat, m, v) = cv.flat_state();
-            push(&mut tensors, flat, CV_PARAMS_PREFIX, flat.buffer());
-            push(&mut tensors, flat, CV_ADAM_M_PREFIX, m);
-            push(&mut tensors, flat, CV_ADAM_V_PREFIX, v);
+            push_named_copies(&mut tensors, flat, CV_PARAMS_PREFIX, flat.buffer());
+            push_named_copies(&mut tensors, flat, CV_ADAM_M_PREFIX, m);
+            push_named_copies(&mut tensors, flat, CV_ADAM_V_PREFIX, v);
         }
         Checkpoint {
             tensors,

@@ -122,25 +122,71 @@ fn test(args: &[String]) -> Result<()> {
     }
     let t = libtorch::ensure()?;
     eprintln!("xtask: libtorch {} from {}", libtorch::TORCH_VERSION, t.source);
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    // A fresh clone gains nothing from incremental compilation, and its caches were about 8 GB of the
+    // test build; leave the developer's own setting alone otherwise.
+    let incremental_off = ci && std::env::var_os("CARGO_INCREMENTAL").is_none();
+    let with_env = |mut cmd: Command| {
+        if incremental_off {
+            cmd.env("CARGO_INCREMENTAL", "0");
+        }
+        cmd
+    };
+    report_disk("before the build");
     run_step("cargo fmt --check", cargo(&t, &["fmt", "--all", "--check"]))?;
     layering::check(&root())?;
     eprintln!("xtask: layering ok");
     run_step(
         "cargo clippy -D warnings",
-        cargo(&t, &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]),
+        with_env(cargo(&t, &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])),
     )?;
-    let mut tests = cargo(&t, &["test", "--workspace", "--all-targets", "--all-features"]);
-    let mut docs = cargo(&t, &["test", "--workspace", "--doc", "--all-features"]);
+    let mut tests = with_env(cargo(&t, &["test", "--workspace", "--all-targets", "--all-features"]));
+    let mut docs = with_env(cargo(&t, &["test", "--workspace", "--doc", "--all-features"]));
     if slow {
         tests.env("MANIFOLD_GEN_SLOW_TESTS", "1");
         docs.env("MANIFOLD_GEN_SLOW_TESTS", "1");
     }
     run_step("cargo test (unit, integration, benches in test mode)", tests)?;
     run_step("cargo test --doc", docs)?;
+    report_disk("after the tests");
     eprintln!("xtask: smoke runs of every experiment's --quick variant (release build)");
-    smoke::run(&root(), |args| cargo(&t, args), |cmd| t.apply(cmd))?;
+    smoke::run(&root(), |args| with_env(cargo(&t, args)), |cmd| t.apply(cmd))?;
+    report_disk("after the smoke runs");
     eprintln!("xtask: all checks passed");
     Ok(())
+}
+
+/// Prints the size of target/ and the free space on its disk (a full disk shows up as a linker crash
+/// otherwise). Nothing is printed where `df`/`du` are missing.
+fn report_disk(when: &str) {
+    let target = root().join("target");
+    let probe = if target.exists() { target.clone() } else { root() };
+    let free = Command::new("df")
+        .args(["-Pk"])
+        .arg(&probe)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().nth(1).and_then(|l| l.split_whitespace().nth(3).map(str::to_string)))
+        .and_then(|k| k.parse::<f64>().ok());
+    let used = Command::new("du")
+        .args(["-sk"])
+        .arg(&target)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.split_whitespace().next().and_then(|k| k.parse::<f64>().ok()));
+    let gib = |k: f64| k / (1024.0 * 1024.0);
+    match (free, used) {
+        (Some(f), Some(u)) => eprintln!("xtask: disk {when}: target/ {:.1} GiB, {:.1} GiB free", gib(u), gib(f)),
+        (Some(f), None) => eprintln!("xtask: disk {when}: {:.1} GiB free", gib(f)),
+        _ => {}
+    }
+    if free.is_some_and(|f| gib(f) < 4.0) {
+        eprintln!(
+            "xtask: warning: less than 4 GiB free; the test build needs several GiB (see README, Troubleshooting)"
+        );
+    }
 }
 
 fn bench(args: &[String]) -> Result<()> {

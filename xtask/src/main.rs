@@ -184,7 +184,7 @@ fn report_disk(when: &str) {
     }
     if free.is_some_and(|f| gib(f) < 4.0) {
         eprintln!(
-            "xtask: warning: less than 4 GiB free; the test build needs several GiB (see README, Troubleshooting)"
+            "xtask: warning: less than 4 GiB free; the test build needs several GiB (see the README, section Two commands)"
         );
     }
 }

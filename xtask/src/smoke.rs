@@ -21,6 +21,10 @@ fn runs(earth_data: Option<&Path>) -> Vec<(&'static str, Vec<String>)> {
     ];
     if let Some(dir) = earth_data {
         v.push(("earth", vec!["--dataset".into(), "volcano".into(), "--data-dir".into(), dir.display().to_string()]));
+        v.push((
+            "oism-earth",
+            vec!["--dataset".into(), "volcano".into(), "--data-dir".into(), dir.display().to_string()],
+        ));
     }
     v
 }
@@ -51,7 +55,7 @@ fn check_run(dir: &Path, required: &[&str], extra: &[&str]) -> Result<()> {
         }
     }
     for (name, m) in methods {
-        if name == "kernel_smoother" {
+        if name == "kernel_smoother" || name == "spectral_only" {
             number(m, "/test_nll", &file)?;
             number(m, "/mmd/mmd", &file)?;
             continue;
@@ -178,6 +182,18 @@ pub fn run(root: &Path, cargo: impl Fn(&[&str]) -> Command, runtime_env: impl Fn
                 check_run(&out, &["mad", "dsm", "kernel_smoother"], &[])?;
                 let s: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json"))?)?;
                 number(&s, "/methods/kernel_smoother/test_nll", &out.join("summary.json"))?;
+            }
+            "oism-earth" => {
+                check_run(
+                    &out,
+                    &["dsm", "oism", "kernel_smoother", "spectral_only"],
+                    &["loss_var", "grad_var", "mmd_local/mmd"],
+                )?;
+                let s: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json"))?)?;
+                number(&s, "/methods/spectral_only/tau", &out.join("summary.json"))?;
+                if !out.join("variance.png").is_file() {
+                    bail!("{}: variance.png is missing", out.display());
+                }
             }
             _ => check_run(&out, &["mad", "dsm"], &["mmd_local/mmd"])?,
         }

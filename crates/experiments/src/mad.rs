@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use sample::{initial_noise, project_samples, SamplerConfig};
-use scores::Schedule;
+use scores::{Schedule, Score};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -404,26 +404,60 @@ pub fn sample_method<M: TensorManifold + ?Sized>(
     seed: u64,
     device: Device,
 ) -> Result<Sampled> {
-    let kind = trained.config.precision.kind();
+    let target = SampleTarget {
+        name: &trained.name,
+        score: &trained.score,
+        schedule: &trained.config.schedule,
+        kind: trained.config.precision.kind(),
+    };
+    sample_score(run, &target, manifold, sampler, point_shape, n, seed, device)
+}
+
+/// A score to sample with [`sample_score`]: its name (the file name), schedule and precision.
+pub struct SampleTarget<'a> {
+    /// Written to `samples/<name>.safetensors`.
+    pub name: &'a str,
+    /// The score.
+    pub score: &'a dyn Score,
+    /// Its schedule (the initial law and the sampler's time grid).
+    pub schedule: &'a Schedule,
+    /// The precision of the sampler.
+    pub kind: Kind,
+}
+
+/// [`sample_method`] for any score (a network-free estimator, say).
+#[allow(clippy::too_many_arguments)]
+pub fn sample_score<M: TensorManifold + ?Sized>(
+    run: &RunDir,
+    target: &SampleTarget,
+    manifold: &M,
+    sampler: &SamplerConfig,
+    point_shape: &[i64],
+    n: i64,
+    seed: u64,
+    device: Device,
+) -> Result<Sampled> {
+    let name = target.name;
+    let kind = target.kind;
     tch::manual_seed(seed as i64);
     let shape: Vec<i64> = std::iter::once(n).chain(point_shape.iter().copied()).collect();
-    let x1 = initial_noise(&trained.config.schedule, &shape, kind, device);
-    let mut phase = Phase::new(&format!("{}: sample", trained.name), 1);
+    let x1 = initial_noise(target.schedule, &shape, kind, device);
+    let mut phase = Phase::new(&format!("{name}: sample"), 1);
     let start = Instant::now();
-    let out = tch::no_grad(|| sample::sample(&trained.score, &trained.config.schedule, &x1, sampler, &mut phase))
-        .with_context(|| format!("{}: sampling failed", trained.name))?;
+    let out = tch::no_grad(|| sample::sample(target.score, target.schedule, &x1, sampler, &mut phase))
+        .with_context(|| format!("{name}: sampling failed"))?;
     let sample_seconds = start.elapsed().as_secs_f64();
     phase.finish();
     let x = out.x.to_kind(Kind::Double).to_device(Device::Cpu);
     let n_bad = x.isfinite().logical_not().reshape([n, -1]).any_dim(1, false).sum(Kind::Int64).int64_value(&[]);
     if n_bad > 0 {
-        bail!("{}: {n_bad} of {n} samples are not finite (the sampler diverged)", trained.name);
+        bail!("{name}: {n_bad} of {n} samples are not finite (the sampler diverged)");
     }
-    let projected = project_samples(manifold, &x).with_context(|| format!("{}: projection failed", trained.name))?;
+    let projected = project_samples(manifold, &x).with_context(|| format!("{name}: projection failed"))?;
     let dir = run.file("samples");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let file = dir.join(format!("{}.safetensors", trained.name));
-    let tmp = dir.join(format!(".{}.safetensors.tmp{}", trained.name, std::process::id()));
+    let file = dir.join(format!("{name}.safetensors"));
+    let tmp = dir.join(format!(".{name}.safetensors.tmp{}", std::process::id()));
     Tensor::write_safetensors(
         &[("samples", &projected.points), ("raw", &x), ("distance_before", &projected.distance_before)],
         &tmp,

@@ -26,6 +26,10 @@ experiments:
   ndsm      DSM vs nonlinear DSM without, with exact and with neural control variates on imbalanced
             2-D mixtures (0.9/0.1 pair, unequal 8-mode ring, ring with 200 training points)
   oism      DSM vs OISM (Hermite base) vs the OU kernel smoother on 2-D toy laws: loss and gradient variance
+  oism-earth  DSM vs OISM (spherical-harmonic base, exact under ambient noise) vs the heat kernel smoother
+            on one Earth data set: loss and gradient variance, MMD, test NLL of the two density estimators
+            options: --dataset volcano|earthquake|flood|fire (default fire)
+                     --data-dir DIR (default ../shared/data/earth)
   mflow     M-flow, M_e-flow, PIE and an ambient flow learning a manifold and its density
             options: --dataset circle|sphere|surface|lorenz (default surface)
   earth     MAD vs DSM vs the diffusion kernel smoother on one Earth data set (80/10/10 split by the seed)
@@ -78,6 +82,11 @@ fn run() -> Result<()> {
         Some("so3-sym") => experiments::so3::run_sym(&cli::parse("so3-sym", &args[1..], &[])?),
         Some("ndsm") => experiments::ndsm_exp::run_ndsm(&cli::parse("ndsm", &args[1..], &[])?),
         Some("oism") => experiments::oism_exp::run_oism(&cli::parse("oism", &args[1..], &[])?),
+        Some("oism-earth") => experiments::oism_exp::earth::run_oism_earth(&cli::parse(
+            "oism-earth",
+            &args[1..],
+            &["--dataset", "--data-dir"],
+        )?),
         Some("mflow") => experiments::mflow_exp::run_mflow(&cli::parse("mflow", &args[1..], &["--dataset"])?),
         Some("help" | "-h" | "--help") | None => {
             print!("{HELP}");

@@ -33,6 +33,7 @@
 //! Pictures: `samples.png` (held-out data and every method's samples), `variance.png` (variance against
 //! step at the methods' own weights, log scale), `loss_curves.png`.
 
+pub mod earth;
 pub mod variance;
 
 use crate::cli::Options;

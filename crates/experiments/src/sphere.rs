@@ -266,7 +266,13 @@ fn bandwidth(config: &SphereConfig, test: &Tensor) -> Result<f64> {
     }
 }
 
-fn sample_map(run: &RunDir, title: &str, data: &Tensor, extra: &[(&str, &Tensor)], outcomes: &[Outcome]) -> Result<()> {
+pub(crate) fn sample_map(
+    run: &RunDir,
+    title: &str,
+    data: &Tensor,
+    extra: &[(&str, &Tensor)],
+    outcomes: &[Outcome],
+) -> Result<()> {
     let mut owned: Vec<(String, Vec<[f64; 3]>)> = vec![("held-out data".to_string(), tensor_to_points(data))];
     owned.extend(extra.iter().map(|(n, t)| (n.to_string(), tensor_to_points(t))));
     owned.extend(outcomes.iter().map(|o| (o.trained.name.clone(), tensor_to_points(&o.sampled.points))));

@@ -38,3 +38,4 @@
 
 pub mod hermite;
 pub mod sphere;
+pub mod sphere_base;

@@ -131,7 +131,7 @@ impl Probe<'_> {
     }
 }
 
-/// Trains `method` on `data: [N, 2]` with pauses at `probe.at_steps` (module doc), resuming from the
+/// Trains `method` on `data: [N, D]` with pauses at `probe.at_steps` (module doc), resuming from the
 /// newest checkpoint of the run folder; returns the trained method and its variance curve.
 pub fn train_with_variance(probe: &Probe, method: &Method, data: &Tensor) -> Result<(Trained, Vec<VariancePoint>)> {
     let config = probe.settings.config(method.objective, probe.seed);
@@ -139,9 +139,10 @@ pub fn train_with_variance(probe: &Probe, method: &Method, data: &Tensor) -> Res
     let root = probe.run.file("checkpoints").join(&method.name);
     let curve_file = root.join("variance.json");
     let device = probe.device;
+    let dim = data.size()[1];
     let (mut trainer, mut history, resumed_from, mut curve) = match read_latest_checkpoint(&root)? {
         Some((checkpoint, history, dir)) => {
-            let trainer = Trainer::resume(config, &[2], method.base.clone(), device, &checkpoint)
+            let trainer = Trainer::resume(config, &[dim], method.base.clone(), device, &checkpoint)
                 .with_context(|| format!("the checkpoint {} was written by another configuration", dir.display()))?;
             let step = checkpoint.state.step;
             let mut curve: Vec<VariancePoint> = match std::fs::read_to_string(&curve_file) {
@@ -153,7 +154,7 @@ pub fn train_with_variance(probe: &Probe, method: &Method, data: &Tensor) -> Res
             curve.retain(|p| p.step <= step);
             (trainer, history, Some(step), curve)
         }
-        None => (Trainer::new(config, &[2], method.base.clone(), device)?, History::default(), None, Vec::new()),
+        None => (Trainer::new(config, &[dim], method.base.clone(), device)?, History::default(), None, Vec::new()),
     };
     let data = data.to_kind(config.precision.kind()).to_device(device);
     let mut phase = Phase::new(&format!("{}: train", method.name), config.steps);

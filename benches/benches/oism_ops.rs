@@ -19,6 +19,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use scores::oism::hermite::{HermiteConfig, HermiteMethod, HermiteScore};
 use scores::oism::sphere::SphereSpectralScore;
+use scores::oism::sphere_base::SphereSpectralBase;
+use scores::smoother::spectral::SpectralConfig;
 use scores::smoother::SmootherDensity;
 use scores::BaseScore;
 use std::hint::black_box;
@@ -125,6 +127,24 @@ fn bench_sphere(c: &mut Criterion) {
         let est = SphereSpectralScore::fit(&data, 40, w).expect("valid data");
         group.bench_function(BenchmarkId::new("score_65k_L40", name), |b| {
             b.iter(|| black_box(est.score_at(&queries, t).expect("t suits L = 40")))
+        });
+    }
+    group.finish();
+
+    // The ambient-noise base of `oism-earth` (exact Funk-Hecke score), on noised queries: one training
+    // batch of 512 rows (serial, as in training) and 65,536 rows (rayon).
+    let est = SphereSpectralScore::fit_config(&data, SpectralConfig { degree: 40, truncation_tol: 1e-6 }, Some(0.01))
+        .expect("valid data");
+    let base = SphereSpectralBase::new(&est, est.min_time()).expect("tau = min_time is valid");
+    let mut group = c.benchmark_group("oism/sphere2_ambient_base_L40");
+    group.sample_size(10);
+    for n in [512i64, N_QUERY as i64] {
+        let x = &queries.narrow(0, 0, n) * 0.8 + Tensor::randn([n, 3], (Kind::Double, Device::Cpu)) * 0.3;
+        let alpha = Tensor::full([n], 0.8, (Kind::Double, Device::Cpu));
+        let sigma = Tensor::full([n], 0.3, (Kind::Double, Device::Cpu));
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new("base_score_t", n), |b| {
+            b.iter(|| black_box(base.base_score_t(&x, &alpha, &sigma)))
         });
     }
     group.finish();

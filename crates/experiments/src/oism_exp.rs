@@ -209,26 +209,72 @@ impl OismConfig {
                     bail!("invalid config: {name}.hermite.shrinkage = {w}: expected a number in [0, 1] or null");
                 }
             }
-            if !(2..=10_000).contains(&p.variance.n_batches) {
-                bail!("invalid config: {name}.variance.n_batches = {}: expected 2..=10^4", p.variance.n_batches);
-            }
-            if p.variance.at.is_empty() || p.variance.at.iter().any(|f| !(0.0..=1.0).contains(f)) {
-                bail!(
-                    "invalid config: {name}.variance.at = {:?}: expected a non-empty list of fractions in [0, 1]",
-                    p.variance.at
-                );
-            }
-            if p.smoother_grid.is_empty() || p.smoother_grid.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
-                bail!("invalid config: {name}.smoother_grid: expected a non-empty list of positive times");
-            }
-            if let Some(h) = p.mmd_bandwidth {
-                if !(h.is_finite() && h > 0.0) {
-                    bail!("invalid config: {name}.mmd_bandwidth = {h}: expected a positive number or null");
-                }
-            }
+            check_shared(&format!("{name}."), &p.variance, &p.smoother_grid, p.mmd_bandwidth)?;
         }
         Ok(())
     }
+}
+
+/// Checks the fields `oism` and `oism-earth` share; `prefix` is the path of their parent (`"ring."`, or
+/// `""` at the top level).
+pub(crate) fn check_shared(
+    prefix: &str,
+    variance: &VarianceSettings,
+    smoother_grid: &[f64],
+    mmd_bandwidth: Option<f64>,
+) -> Result<()> {
+    if !(2..=10_000).contains(&variance.n_batches) {
+        bail!("invalid config: {prefix}variance.n_batches = {}: expected 2..=10^4", variance.n_batches);
+    }
+    if variance.at.is_empty() || variance.at.iter().any(|f| !(0.0..=1.0).contains(f)) {
+        bail!(
+            "invalid config: {prefix}variance.at = {:?}: expected a non-empty list of fractions in [0, 1]",
+            variance.at
+        );
+    }
+    if smoother_grid.is_empty() || smoother_grid.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
+        bail!("invalid config: {prefix}smoother_grid: expected a non-empty list of positive times");
+    }
+    if let Some(h) = mmd_bandwidth {
+        if !(h.is_finite() && h > 0.0) {
+            bail!("invalid config: {prefix}mmd_bandwidth = {h}: expected a positive number or null");
+        }
+    }
+    Ok(())
+}
+
+/// The steps at which the fractions `at` of `steps` fall (sorted, without repeats).
+pub(crate) fn variance_steps(at: &[f64], steps: u64) -> Vec<u64> {
+    let mut v: Vec<u64> = at.iter().map(|f| (f * steps as f64).round() as u64).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The summary of one network of `oism` or `oism-earth`: the common fields, `mmd_local`, and `loss_var`,
+/// `grad_var`, `variance_curve`, `variance_both` from its variance curve (module doc).
+pub(crate) fn network_summary(
+    objective: Objective,
+    outcome: &Outcome,
+    score: crate::metrics::Mmd,
+    local: crate::metrics::Mmd,
+    curve: &[VariancePoint],
+) -> MethodSummary {
+    let own_curve: Vec<serde_json::Value> = curve
+        .iter()
+        .map(|v| {
+            let s = own(objective, v);
+            serde_json::json!({"step": v.step, "loss_var": s.loss_var, "grad_var": s.grad_var,
+                "loss_mean": s.loss_mean, "grad_mean_sq": s.grad_mean_sq, "grad_snr": s.grad_mean_sq / s.grad_var})
+        })
+        .collect();
+    let last = curve.iter().max_by_key(|v| v.step).map(|v| own(objective, v));
+    MethodSummary::new(&outcome.trained, &outcome.sampled, outcome.eval_loss, score)
+        .with("mmd_local", local)
+        .with("loss_var", last.map_or(f64::NAN, |s| s.loss_var))
+        .with("grad_var", last.map_or(f64::NAN, |s| s.grad_var))
+        .with("variance_curve", own_curve)
+        .with("variance_both", curve)
 }
 
 /// The 2-D toy laws.
@@ -415,9 +461,7 @@ fn run_problem(
     let base: Arc<dyn TensorBase> = Arc::new(hermite.clone());
     let kind = p.train.precision.kind();
     let batches = probe_batches(&train, p.variance.n_batches, p.train.batch_size, p.train.t_eps, seed, kind, device);
-    let mut at_steps: Vec<u64> = p.variance.at.iter().map(|f| (f * p.train.steps as f64).round() as u64).collect();
-    at_steps.sort_unstable();
-    at_steps.dedup();
+    let at_steps = variance_steps(&p.variance.at, p.train.steps);
     let probe =
         Probe { run: &run, settings: p.train, seed, hermite: base.clone(), batches: &batches, at_steps, device };
     let eval = eval_batch(&test, p.eval_batch, p.train.t_eps, seed, kind, device);
@@ -431,27 +475,14 @@ fn run_problem(
         let sampled = sample_method(&run, &trained, &r2, &p.sampler, &[2], p.n_samples, seed, device)?;
         let score = mmd(&sampled.points, &test, euclidean_dist_matrix, h)?;
         let local = mmd(&sampled.points, &test, euclidean_dist_matrix, h / LOCAL_FACTOR)?;
-        let own_curve: Vec<serde_json::Value> = curve
-            .iter()
-            .map(|v| {
-                let s = own(m.objective, v);
-                serde_json::json!({"step": v.step, "loss_var": s.loss_var, "grad_var": s.grad_var,
-                    "loss_mean": s.loss_mean, "grad_mean_sq": s.grad_mean_sq, "grad_snr": s.grad_mean_sq / s.grad_var})
-            })
-            .collect();
-        let last = curve.iter().max_by_key(|v| v.step).map(|v| own(m.objective, v));
-        let mut s = MethodSummary::new(&trained, &sampled, eval_loss, score)
-            .with("mmd_local", local)
-            .with("loss_var", last.map_or(f64::NAN, |s| s.loss_var))
-            .with("grad_var", last.map_or(f64::NAN, |s| s.grad_var))
-            .with("variance_curve", own_curve)
-            .with("variance_both", &curve)
-            .with("nn_dist_train", nn_dist(&sampled.points, &train));
+        let outcome = Outcome { trained, sampled, eval_loss };
+        let mut s = network_summary(m.objective, &outcome, score, local, &curve)
+            .with("nn_dist_train", nn_dist(&outcome.sampled.points, &train));
         if m.objective == Objective::Mad {
             s = s.with("hermite_degree", p.hermite.degree).with("hermite_shrinkage", p.hermite.shrinkage);
         }
         summaries.push((m.name.clone(), s));
-        outcomes.push(Outcome { trained, sampled, eval_loss });
+        outcomes.push(outcome);
         curves.push(curve);
     }
 

@@ -88,7 +88,9 @@ fn default_tol() -> f64 {
     1e-6
 }
 
-fn train_settings() -> TrainSettings {
+/// The training settings of `sphere`, `earth` and `oism-earth`: width-256 MLP, VE sigma 0.01..3, 10,000
+/// steps of 512.
+pub(crate) fn train_settings() -> TrainSettings {
     TrainSettings {
         model: MlpConfig { width: 256, depth: 3, ..MlpConfig::default() },
         schedule: Schedule::Ve { sigma_min: 0.01, sigma_max: 3.0 },

@@ -20,19 +20,19 @@
 //! The Earth data have no fresh draws, so the MMD floor is `reference.validation_split`: the validation
 //! split against the test split (as many points as the validation split holds, not `n_samples`).
 //!
-//! Per network: the common [`MethodSummary`] fields, `mmd_local` (bandwidth / 8), `loss_var` and `grad_var`
+//! Per network: the common [`crate::mad::MethodSummary`] fields, `mmd_local` (bandwidth / 8), `loss_var` and `grad_var`
 //! of the method's own estimator at its final weights over R fixed batches, and `variance_curve` (see
 //! [`super::variance`]; for `mad`, the `oism` entries of `variance_both` are the MAD estimator with the
 //! uniform base); the top-level `variance_ratio` holds the oism / dsm ratios at each measured step and
 //! `variance_ratio_mad` the mad / dsm ones.
 
-use super::variance::{own, probe_batches, train_with_variance, Probe, VariancePoint};
-use super::VarianceSettings;
+use super::variance::{probe_batches, train_with_variance, Probe, VariancePoint};
+use super::{check_shared, network_summary, variance_steps, VarianceSettings};
 use crate::cli::Options;
 use crate::data::{earth_file, load_earth, split};
 use crate::mad::{
-    em_sampler, eval_batch, eval_loss, report, sample_method, sample_score, Method, MethodSummary, Outcome,
-    SampleTarget, TrainSettings,
+    em_sampler, eval_batch, eval_loss, report, sample_method, sample_score, Method, Outcome, SampleTarget,
+    TrainSettings,
 };
 use crate::metrics::{median_bandwidth, mmd, sphere_dist_matrix};
 use crate::run::{Meta, RunDir};
@@ -52,12 +52,11 @@ use scores::smoother::bandwidth::{select_time_by_validation, test_nll};
 use scores::smoother::harmonics::MAX_DEGREE;
 use scores::smoother::spectral::SpectralConfig;
 use scores::smoother::sphere::SphereSmoother;
-use scores::Schedule;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use train::{MlpConfig, Objective, OptimConfig, Precision, TensorBase, Weighting};
+use train::TensorBase;
 
 /// The spectral base of OISM on S^2.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -111,17 +110,7 @@ impl OismEarthConfig {
             seed: 0,
             dataset: dataset.to_string(),
             data_dir,
-            train: TrainSettings {
-                model: MlpConfig { width: 256, depth: 3, ..MlpConfig::default() },
-                schedule: Schedule::Ve { sigma_min: 0.01, sigma_max: 3.0 },
-                weighting: Weighting::SigmaSquared,
-                optim: OptimConfig { lr: 1e-3, warmup_steps: 200, ..OptimConfig::default() },
-                precision: Precision::F32,
-                steps: 10_000,
-                batch_size: 512,
-                t_eps: 1e-3,
-                checkpoint_every: 1_000,
-            },
+            train: crate::sphere::train_settings(),
             sampler: em_sampler(500),
             n_samples: 2_000,
             eval_batch: 4_096,
@@ -189,24 +178,7 @@ impl OismEarthConfig {
         if !(2..=200).contains(&sp.tau_grid) {
             bail!("invalid config: spectral.tau_grid = {}: expected 2..=200", sp.tau_grid);
         }
-        if !(2..=10_000).contains(&self.variance.n_batches) {
-            bail!("invalid config: variance.n_batches = {}: expected 2..=10^4", self.variance.n_batches);
-        }
-        if self.variance.at.is_empty() || self.variance.at.iter().any(|f| !(0.0..=1.0).contains(f)) {
-            bail!(
-                "invalid config: variance.at = {:?}: expected a non-empty list of fractions in [0, 1]",
-                self.variance.at
-            );
-        }
-        if self.smoother_grid.is_empty() || self.smoother_grid.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
-            bail!("invalid config: smoother_grid: expected a non-empty list of positive times");
-        }
-        if let Some(h) = self.mmd_bandwidth {
-            if !(h.is_finite() && h > 0.0) {
-                bail!("invalid config: mmd_bandwidth = {h}: expected a positive number or null");
-            }
-        }
-        Ok(())
+        check_shared("", &self.variance, &self.smoother_grid, self.mmd_bandwidth)
     }
 }
 
@@ -296,10 +268,7 @@ pub fn run_oism_earth(opts: &Options) -> Result<()> {
         kind,
         device,
     );
-    let mut at_steps: Vec<u64> =
-        config.variance.at.iter().map(|f| (f * config.train.steps as f64).round() as u64).collect();
-    at_steps.sort_unstable();
-    at_steps.dedup();
+    let at_steps = variance_steps(&config.variance.at, config.train.steps);
     let probe = Probe {
         run: &run,
         settings: config.train,
@@ -324,26 +293,13 @@ pub fn run_oism_earth(opts: &Options) -> Result<()> {
         let sampled = sample_method(&run, &trained, &s2, &config.sampler, &[3], config.n_samples, seed, device)?;
         let score = mmd(&sampled.points, &test, sphere_dist_matrix, h)?;
         let local = mmd(&sampled.points, &test, sphere_dist_matrix, h / LOCAL_FACTOR)?;
-        let own_curve: Vec<serde_json::Value> = curve
-            .iter()
-            .map(|v| {
-                let s = own(m.objective, v);
-                serde_json::json!({"step": v.step, "loss_var": s.loss_var, "grad_var": s.grad_var,
-                    "loss_mean": s.loss_mean, "grad_mean_sq": s.grad_mean_sq, "grad_snr": s.grad_mean_sq / s.grad_var})
-            })
-            .collect();
-        let last = curve.iter().max_by_key(|v| v.step).map(|v| own(m.objective, v));
-        let mut summary = MethodSummary::new(&trained, &sampled, eval_loss, score)
-            .with("mmd_local", local)
-            .with("loss_var", last.map_or(f64::NAN, |s| s.loss_var))
-            .with("grad_var", last.map_or(f64::NAN, |s| s.grad_var))
-            .with("variance_curve", own_curve)
-            .with("variance_both", &curve);
-        if m.objective == Objective::Mad {
+        let outcome = Outcome { trained, sampled, eval_loss };
+        let mut summary = network_summary(m.objective, &outcome, score, local, &curve);
+        if m.name == "oism" {
             summary = summary.with("spectral_degree", sp.degree).with("spectral_tau", tau);
         }
         summaries.push((m.name.clone(), summary));
-        outcomes.push(Outcome { trained, sampled, eval_loss });
+        outcomes.push(outcome);
         curves.push(curve);
     }
 

@@ -25,9 +25,11 @@ experiments:
   discrete  MAD vs DSM on the two-point law (weights 0.1/0.9) and an Ising law on {-1,1}^8
   ndsm      DSM vs nonlinear DSM without, with exact and with neural control variates on imbalanced
             2-D mixtures (0.9/0.1 pair, unequal 8-mode ring, ring with 200 training points)
-  oism      DSM vs OISM (Hermite base) vs the OU kernel smoother on 2-D toy laws: loss and gradient variance
-  oism-earth  DSM vs OISM (spherical-harmonic base, exact under ambient noise) vs the heat kernel smoother
-            on one Earth data set: loss and gradient variance, MMD, test NLL of the two density estimators
+  oism      DSM vs OISM (Hermite base) vs the OU kernel smoother on 2-D toy laws: loss and gradient variance;
+            with --dataset, the Earth-data part (as oism-earth)
+  oism-earth  DSM vs MAD vs OISM (spherical-harmonic base, exact under ambient noise) vs the heat kernel
+            smoother on one Earth data set: loss and gradient variance, MMD, test NLL of the two density
+            estimators
             options: --dataset volcano|earthquake|flood|fire (default fire)
                      --data-dir DIR (default ../shared/data/earth)
   mflow     M-flow, M_e-flow, PIE and an ambient flow learning a manifold and its density
@@ -81,7 +83,15 @@ fn run() -> Result<()> {
         Some("so3") => experiments::so3::run_so3(&cli::parse("so3", &args[1..], &[])?),
         Some("so3-sym") => experiments::so3::run_sym(&cli::parse("so3-sym", &args[1..], &[])?),
         Some("ndsm") => experiments::ndsm_exp::run_ndsm(&cli::parse("ndsm", &args[1..], &[])?),
-        Some("oism") => experiments::oism_exp::run_oism(&cli::parse("oism", &args[1..], &[])?),
+        Some("oism") => {
+            // `oism --dataset NAME` is the Earth-data part of the experiment (the same as `oism-earth`).
+            let opts = cli::parse("oism", &args[1..], &["--dataset", "--data-dir"])?;
+            match (opts.extra("--dataset"), opts.extra("--data-dir")) {
+                (Some(_), _) => experiments::oism_exp::earth::run_oism_earth(&opts),
+                (None, Some(_)) => bail!("oism: --data-dir needs --dataset volcano|earthquake|flood|fire"),
+                (None, None) => experiments::oism_exp::run_oism(&opts),
+            }
+        }
         Some("oism-earth") => experiments::oism_exp::earth::run_oism_earth(&cli::parse(
             "oism-earth",
             &args[1..],

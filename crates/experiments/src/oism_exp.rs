@@ -567,9 +567,10 @@ fn run_problem(
         ("oism grad_var".into(), oism_own.iter().map(|(s, v)| (*s, v.grad_var)).collect()),
     ];
     let series_ref: Vec<(&str, &[(u64, f64)])> = series.iter().map(|(n, c)| (n.as_str(), c.as_slice())).collect();
-    crate::plot::loss_curves(
+    crate::plot::step_curves(
         &run.file("variance.png"),
         &format!("oism/{name}: variance over {} batches of {} (own weights)", p.variance.n_batches, p.train.batch_size),
+        "variance",
         &series_ref,
     )?;
 

@@ -30,7 +30,7 @@ mod scatter;
 mod sphere;
 
 pub use bars::bar_groups;
-pub use curves::loss_curves;
+pub use curves::{loss_curves, step_curves};
 pub use scatter::{scatter_panels, ScatterPanel};
 pub use sphere::{rotation_panels, sphere_panels};
 

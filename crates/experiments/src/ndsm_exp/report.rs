@@ -178,9 +178,10 @@ fn plots(
     }
     if !series.is_empty() {
         let s: Vec<(&str, &[(u64, f64)])> = series.iter().map(|(n, c)| (n.as_str(), c.as_slice())).collect();
-        crate::plot::loss_curves(
+        crate::plot::step_curves(
             &run.file("variance.png"),
             &format!("ndsm/{}: estimator variance at the ndsm_ncv parameters", p.name),
+            "variance",
             &s,
         )?;
     }

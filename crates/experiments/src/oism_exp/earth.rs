@@ -366,12 +366,13 @@ pub fn run_oism_earth(opts: &Options) -> Result<()> {
         ("mad grad_var".into(), curves[2].iter().map(|v| (v.step, v.oism.grad_var)).collect()),
     ];
     let series_ref: Vec<(&str, &[(u64, f64)])> = series.iter().map(|(n, c)| (n.as_str(), c.as_slice())).collect();
-    crate::plot::loss_curves(
+    crate::plot::step_curves(
         &run.file("variance.png"),
         &format!(
             "{name}: variance over {} batches of {} (own weights)",
             config.variance.n_batches, config.train.batch_size
         ),
+        "variance",
         &series_ref,
     )?;
     report(

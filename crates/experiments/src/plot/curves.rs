@@ -23,10 +23,17 @@ struct Curve {
 /// Points need not be sorted; non-finite losses are skipped and counted in the legend.
 /// Fails when `series` is empty or holds no finite value at all, or when the file cannot be written.
 pub fn loss_curves(path: &Path, title: &str, series: &[(&str, &[(u64, f64)])]) -> Result<()> {
-    draw_loss_curves(path, title, series).with_context(|| format!("cannot plot loss curves to {}", path.display()))
+    step_curves(path, title, "loss", series)
 }
 
-fn draw_loss_curves(path: &Path, title: &str, series: &[(&str, &[(u64, f64)])]) -> Result<()> {
+/// [`loss_curves`] for any quantity against step, with `y_desc` as the label of the y axis (a variance,
+/// say).
+pub fn step_curves(path: &Path, title: &str, y_desc: &str, series: &[(&str, &[(u64, f64)])]) -> Result<()> {
+    draw_curves(path, title, y_desc, series)
+        .with_context(|| format!("cannot plot {y_desc} curves to {}", path.display()))
+}
+
+fn draw_curves(path: &Path, title: &str, y_desc: &str, series: &[(&str, &[(u64, f64)])]) -> Result<()> {
     if series.is_empty() {
         bail!("no series to plot");
     }
@@ -41,7 +48,7 @@ fn draw_loss_curves(path: &Path, title: &str, series: &[(&str, &[(u64, f64)])]) 
         .collect();
     let values = || curves.iter().flat_map(|c| c.points.iter().map(|p| p.1));
     if values().next().is_none() {
-        bail!("no finite loss value in any series");
+        bail!("no finite {y_desc} value in any series");
     }
     let lo = values().fold(f64::INFINITY, f64::min);
     let hi = values().fold(f64::NEG_INFINITY, f64::max);
@@ -63,12 +70,12 @@ fn draw_loss_curves(path: &Path, title: &str, series: &[(&str, &[(u64, f64)])]) 
         match log_axis {
             Some((lo, hi, (bold, light))) => {
                 let y = (lo..hi).log_scale().with_key_points(bold).with_light_points(light);
-                draw(root, title, &curves, x0..x1, y, 0.0)
+                draw(root, title, y_desc, &curves, x0..x1, y, 0.0)
             }
             None => {
                 let (lo, hi) = if hi > lo { (lo, hi) } else { (lo - 1.0, hi + 1.0) };
                 let pad = 0.03 * (hi - lo);
-                draw(root, title, &curves, x0..x1, lo - pad..hi + pad, hi - lo)
+                draw(root, title, y_desc, &curves, x0..x1, lo - pad..hi + pad, hi - lo)
             }
         }
     })
@@ -76,7 +83,15 @@ fn draw_loss_curves(path: &Path, title: &str, series: &[(&str, &[(u64, f64)])]) 
 
 /// Draws the chart on `root`, generic over the y coordinate (linear or logarithmic).
 /// `span` is the extent of a linear axis (for tick labels), 0 for a log axis.
-fn draw<Y>(root: &super::Canvas, title: &str, curves: &[Curve], x: Range<u64>, y: Y, span: f64) -> Result<()>
+fn draw<Y>(
+    root: &super::Canvas,
+    title: &str,
+    y_desc: &str,
+    curves: &[Curve],
+    x: Range<u64>,
+    y: Y,
+    span: f64,
+) -> Result<()>
 where
     Y: AsRangedCoord<Value = f64>,
     Y::CoordDescType: ValueFormatter<f64>,
@@ -91,7 +106,7 @@ where
     chart
         .configure_mesh()
         .x_desc("step")
-        .y_desc("loss")
+        .y_desc(y_desc)
         .y_label_formatter(&|v| tick_label(*v, span))
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 16))

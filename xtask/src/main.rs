@@ -113,7 +113,8 @@ fn run_step(name: &str, mut cmd: Command) -> Result<()> {
 }
 
 fn test(args: &[String]) -> Result<()> {
-    let mut slow = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let mut slow = ci;
     for a in args {
         match a.as_str() {
             "--slow" => slow = true,
@@ -122,7 +123,6 @@ fn test(args: &[String]) -> Result<()> {
     }
     let t = libtorch::ensure()?;
     eprintln!("xtask: libtorch {} from {}", libtorch::TORCH_VERSION, t.source);
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     // A fresh clone gains nothing from incremental compilation, and its caches were about 8 GB of the
     // test build; leave the developer's own setting alone otherwise.
     let incremental_off = ci && std::env::var_os("CARGO_INCREMENTAL").is_none();
@@ -161,21 +161,13 @@ fn test(args: &[String]) -> Result<()> {
 fn report_disk(when: &str) {
     let target = root().join("target");
     let probe = if target.exists() { target.clone() } else { root() };
-    let free = Command::new("df")
-        .args(["-Pk"])
-        .arg(&probe)
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.lines().nth(1).and_then(|l| l.split_whitespace().nth(3).map(str::to_string)))
-        .and_then(|k| k.parse::<f64>().ok());
-    let used = Command::new("du")
-        .args(["-sk"])
-        .arg(&target)
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.split_whitespace().next().and_then(|k| k.parse::<f64>().ok()));
+    // Field `field` of line `line` of a command's output, as a number of KiB.
+    let kib = |cmd: &str, arg: &str, path: &Path, line: usize, field: usize| -> Option<f64> {
+        let out = Command::new(cmd).arg(arg).arg(path).output().ok()?;
+        String::from_utf8(out.stdout).ok()?.lines().nth(line)?.split_whitespace().nth(field)?.parse().ok()
+    };
+    let free = kib("df", "-Pk", &probe, 1, 3);
+    let used = kib("du", "-sk", &target, 0, 0);
     let gib = |k: f64| k / (1024.0 * 1024.0);
     match (free, used) {
         (Some(f), Some(u)) => eprintln!("xtask: disk {when}: target/ {:.1} GiB, {:.1} GiB free", gib(u), gib(f)),

@@ -1,7 +1,8 @@
 //! Checkpoints as values: named tensors for the caller to write as safetensors, and a serde-serialisable
 //! [`RunState`] for the caller to write with bincode. This crate writes no files.
 
-use crate::FlatParams;
+use crate::{AdamW, Ema, FlatParams, OptimConfig, Result};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
@@ -88,4 +89,28 @@ pub fn push_named_copies(tensors: &mut Vec<(String, Tensor)>, flat: &FlatParams,
     for (name, t) in flat.split(&copy) {
         tensors.push((format!("{prefix}{name}"), t.contiguous()));
     }
+}
+
+/// Copies a checkpoint's weights (`PARAMS_PREFIX`) into `flat`'s buffer and returns its EMA (`EMA_PREFIX`)
+/// and AdamW state (`ADAM_M_PREFIX`, `ADAM_V_PREFIX`, `checkpoint.state.step` steps) under `optim`: the
+/// common part of every trainer's resume. Errors name a missing or mis-shaped tensor.
+pub fn restore_weights_and_optimiser(
+    flat: &mut FlatParams,
+    checkpoint: &Checkpoint,
+    optim: &OptimConfig,
+) -> Result<(Ema, AdamW)> {
+    let params = flat.gather(&checkpoint.tensors, PARAMS_PREFIX)?;
+    let ema = flat.gather(&checkpoint.tensors, EMA_PREFIX)?;
+    let m = flat.gather(&checkpoint.tensors, ADAM_M_PREFIX)?;
+    let v = flat.gather(&checkpoint.tensors, ADAM_V_PREFIX)?;
+    tch::no_grad(|| flat.buffer_mut().copy_(&params));
+    Ok((Ema::from_state(ema, optim.ema_decay), AdamW::from_state(optim, m, v, checkpoint.state.step)))
+}
+
+/// The ChaCha8 generator of `seed` on stream `stream`: trainers draw initial weights from stream 0 and
+/// batches from stream 1.
+pub fn rng_stream(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
 }

@@ -79,7 +79,8 @@ use tch::{nn, Device, Kind, Tensor};
 
 pub use cv::{NeuralCv, NeuralCvConfig, NeuralCvForm};
 pub use trainer::{
-    NdsmCvChoice, NdsmStepReport, NdsmTrainConfig, NdsmTrainer, CV_ADAM_M_PREFIX, CV_ADAM_V_PREFIX, CV_PARAMS_PREFIX,
+    NdsmCvChoice, NdsmParts, NdsmStepReport, NdsmTrainConfig, NdsmTrainer, CV_ADAM_M_PREFIX, CV_ADAM_V_PREFIX,
+    CV_PARAMS_PREFIX,
 };
 pub use variance::{estimator_variance, Estimator, EstimatorVariance, VarianceConfig};
 

@@ -17,14 +17,15 @@
 //! continues bitwise (a test shows it).
 
 use crate::checkpoint::{
-    config_diffs, push_named_copies, ADAM_M_PREFIX, ADAM_V_PREFIX, CHECKPOINT_FORMAT, EMA_PREFIX, PARAMS_PREFIX,
+    config_diffs, push_named_copies, restore_weights_and_optimiser, rng_stream, ADAM_M_PREFIX, ADAM_V_PREFIX,
+    CHECKPOINT_FORMAT, EMA_PREFIX, PARAMS_PREFIX,
 };
 use crate::optim::clip_grad_norm;
 use crate::{
     loss_and_grad, residual_loss, AdamW, Checkpoint, Ema, FlatParams, LossBatch, Objective, ResidualScore, Result,
     RunState, ScoreMlp, TensorBase, TrainConfig, TrainError,
 };
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use std::sync::Arc;
@@ -98,12 +99,6 @@ pub struct Trainer {
     rng: ChaCha8Rng,
     step: u64,
     step_time_ema: Option<f64>,
-}
-
-fn rng_stream(seed: u64, stream: u64) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(stream);
-    rng
 }
 
 impl Trainer {
@@ -190,13 +185,9 @@ impl Trainer {
         if !diffs.is_empty() {
             return Err(TrainError::CheckpointMismatch(diffs.join("; ")));
         }
-        let params = trainer.flat.gather(&checkpoint.tensors, PARAMS_PREFIX)?;
-        let ema = trainer.flat.gather(&checkpoint.tensors, EMA_PREFIX)?;
-        let m = trainer.flat.gather(&checkpoint.tensors, ADAM_M_PREFIX)?;
-        let v = trainer.flat.gather(&checkpoint.tensors, ADAM_V_PREFIX)?;
-        tch::no_grad(|| trainer.flat.buffer_mut().copy_(&params));
-        trainer.ema = Ema::from_state(ema, trainer.config.optim.ema_decay);
-        trainer.adam = AdamW::from_state(&trainer.config.optim, m, v, state.step);
+        let (ema, adam) = restore_weights_and_optimiser(&mut trainer.flat, checkpoint, &trainer.config.optim)?;
+        trainer.ema = ema;
+        trainer.adam = adam;
         trainer.rng = state.rng.clone();
         trainer.step = state.step;
         Ok(trainer)

@@ -19,17 +19,18 @@ use crate::mad::{read_latest_checkpoint, write_checkpoint, History};
 use crate::progress::Phase;
 use crate::run::{write_json_atomic, RunDir};
 use anyhow::{Context, Result};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use scores::gmm::GaussianMixture;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use tch::{Device, Tensor};
 use train::checkpoint::{
-    config_diffs, push_named_copies, ADAM_M_PREFIX, ADAM_V_PREFIX, CHECKPOINT_FORMAT, EMA_PREFIX, PARAMS_PREFIX,
+    config_diffs, push_named_copies, restore_weights_and_optimiser, rng_stream, ADAM_M_PREFIX, ADAM_V_PREFIX,
+    CHECKPOINT_FORMAT, EMA_PREFIX, PARAMS_PREFIX,
 };
 use train::ndsm::{
-    dsm_per_sample_loss, estimator_variance, randn, EstimatorVariance, NdsmCvChoice, NdsmScoreNet, NdsmSde,
+    dsm_per_sample_loss, estimator_variance, randn, EstimatorVariance, NdsmCvChoice, NdsmParts, NdsmScoreNet, NdsmSde,
     NdsmTrainConfig, NdsmTrainer, VarianceConfig,
 };
 use train::{clip_grad_norm, AdamW, Checkpoint, Ema, FlatParams, OptimConfig, RunState, ScoreMlp};
@@ -103,12 +104,6 @@ struct Step {
     cv_objective: Option<f64>,
 }
 
-fn rng_stream(seed: u64, stream: u64) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(stream);
-    rng
-}
-
 /// DSM on the matching linear process with the NDSM network, optimiser and batch law: rows uniform with
 /// replacement, a step index `n` uniform on `0..N`, `t = t_{n+1}`, standard normal `eps`
 /// ([`dsm_per_sample_loss`]).
@@ -126,15 +121,7 @@ struct DsmTrainer {
 impl DsmTrainer {
     fn new(config: NdsmTrainConfig, dim: i64, device: Device) -> Result<Self> {
         let config = config.check()?;
-        let kind = config.precision.kind();
-        let sde = NdsmSde::new(&config.sde)?;
-        let mut vs = tch::nn::VarStore::new(device);
-        vs.set_kind(kind);
-        let net = ScoreMlp::new(&vs.root(), &config.model, &[dim], &mut rng_stream(config.seed, 0))?;
-        let net = NdsmScoreNet::from_mlp(net)?;
-        let flat = FlatParams::new(net.mlp().named_parameters());
-        let adam = AdamW::new(&config.optim, flat.buffer());
-        let ema = Ema::new(flat.buffer(), config.optim.ema_decay);
+        let NdsmParts { sde, net, flat, adam, ema } = NdsmParts::new(&config, dim, device)?;
         Ok(DsmTrainer { config, sde, net, flat, adam, ema, rng: rng_stream(config.seed, 1), step: 0 })
     }
 
@@ -214,13 +201,9 @@ impl DsmTrainer {
             ));
         }
         anyhow::ensure!(diffs.is_empty(), "dsm: the checkpoint does not fit: {}", diffs.join("; "));
-        let params = t.flat.gather(&checkpoint.tensors, PARAMS_PREFIX)?;
-        let ema = t.flat.gather(&checkpoint.tensors, EMA_PREFIX)?;
-        let m = t.flat.gather(&checkpoint.tensors, ADAM_M_PREFIX)?;
-        let v = t.flat.gather(&checkpoint.tensors, ADAM_V_PREFIX)?;
-        tch::no_grad(|| t.flat.buffer_mut().copy_(&params));
-        t.ema = Ema::from_state(ema, t.config.optim.ema_decay);
-        t.adam = AdamW::from_state(&t.config.optim, m, v, state.step);
+        let (ema, adam) = restore_weights_and_optimiser(&mut t.flat, checkpoint, &t.config.optim)?;
+        t.ema = ema;
+        t.adam = adam;
         t.rng = state.rng.clone();
         t.step = state.step;
         Ok(t)

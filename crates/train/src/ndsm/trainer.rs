@@ -8,13 +8,13 @@
 
 use super::{ndsm_loss, ControlVariate, NdsmConfig, NdsmScoreNet, NdsmSde, NdsmWeighting, NeuralCv, NeuralCvConfig};
 use crate::checkpoint::{
-    config_diffs, push_named_copies, ADAM_M_PREFIX, ADAM_V_PREFIX, CHECKPOINT_FORMAT, EMA_PREFIX, PARAMS_PREFIX,
+    config_diffs, push_named_copies, restore_weights_and_optimiser, rng_stream, ADAM_M_PREFIX, ADAM_V_PREFIX,
+    CHECKPOINT_FORMAT, EMA_PREFIX, PARAMS_PREFIX,
 };
 use crate::optim::clip_grad_norm;
 use crate::{
     AdamW, Checkpoint, Ema, FlatParams, MlpConfig, OptimConfig, Precision, Result, RunState, ScoreMlp, TrainError,
 };
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use scores::gmm::GaussianMixture;
 use serde::{Deserialize, Serialize};
@@ -166,10 +166,35 @@ pub struct NdsmTrainer {
     step: u64,
 }
 
-fn rng_stream(seed: u64, stream: u64) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(stream);
-    rng
+/// What an NDSM-configured run starts from, built from the configuration alone: the forward SDE, the score
+/// network initialised from stream 0 of the seed, its flat parameter buffer, AdamW and the EMA. Other
+/// trainers on the same configuration (a DSM baseline, say) start from exactly these weights.
+pub struct NdsmParts {
+    /// The forward SDE.
+    pub sde: NdsmSde,
+    /// The score network.
+    pub net: NdsmScoreNet,
+    /// Its parameters as one flat buffer.
+    pub flat: FlatParams,
+    /// The optimiser over `flat`.
+    pub adam: AdamW,
+    /// The EMA of `flat`.
+    pub ema: Ema,
+}
+
+impl NdsmParts {
+    /// Builds the parts for points of `dim` coordinates on `device` from a checked `config`.
+    pub fn new(config: &NdsmTrainConfig, dim: i64, device: Device) -> Result<Self> {
+        let sde = NdsmSde::new(&config.sde)?;
+        let mut vs = tch::nn::VarStore::new(device);
+        vs.set_kind(config.precision.kind());
+        let net = ScoreMlp::new(&vs.root(), &config.model, &[dim], &mut rng_stream(config.seed, 0))?;
+        let net = NdsmScoreNet::from_mlp(net)?;
+        let flat = FlatParams::new(net.mlp().named_parameters());
+        let adam = AdamW::new(&config.optim, flat.buffer());
+        let ema = Ema::new(flat.buffer(), config.optim.ema_decay);
+        Ok(NdsmParts { sde, net, flat, adam, ema })
+    }
 }
 
 impl NdsmTrainer {
@@ -177,14 +202,7 @@ impl NdsmTrainer {
     pub fn new(config: NdsmTrainConfig, dim: i64, device: Device) -> Result<Self> {
         let config = config.check()?;
         let kind = config.precision.kind();
-        let sde = NdsmSde::new(&config.sde)?;
-        let mut vs = tch::nn::VarStore::new(device);
-        vs.set_kind(kind);
-        let net = ScoreMlp::new(&vs.root(), &config.model, &[dim], &mut rng_stream(config.seed, 0))?;
-        let net = NdsmScoreNet::from_mlp(net)?;
-        let flat = FlatParams::new(net.mlp().named_parameters());
-        let adam = AdamW::new(&config.optim, flat.buffer());
-        let ema = Ema::new(flat.buffer(), config.optim.ema_decay);
+        let NdsmParts { sde, net, flat, adam, ema } = NdsmParts::new(&config, dim, device)?;
         let cv = match config.control_variate {
             NdsmCvChoice::Neural { config: c } => Some(NeuralCv::new(&c, dim, kind, device)?),
             _ => None,
@@ -225,13 +243,9 @@ impl NdsmTrainer {
         if !diffs.is_empty() {
             return Err(TrainError::CheckpointMismatch(diffs.join("; ")));
         }
-        let params = trainer.flat.gather(&checkpoint.tensors, PARAMS_PREFIX)?;
-        let ema = trainer.flat.gather(&checkpoint.tensors, EMA_PREFIX)?;
-        let m = trainer.flat.gather(&checkpoint.tensors, ADAM_M_PREFIX)?;
-        let v = trainer.flat.gather(&checkpoint.tensors, ADAM_V_PREFIX)?;
-        tch::no_grad(|| trainer.flat.buffer_mut().copy_(&params));
-        trainer.ema = Ema::from_state(ema, trainer.config.optim.ema_decay);
-        trainer.adam = AdamW::from_state(&trainer.config.optim, m, v, state.step);
+        let (ema, adam) = restore_weights_and_optimiser(&mut trainer.flat, checkpoint, &trainer.config.optim)?;
+        trainer.ema = ema;
+        trainer.adam = adam;
         if let Some(cv) = trainer.cv.as_mut() {
             let (flat, _, _) = cv.flat_state();
             let params = flat.gather(&checkpoint.tensors, CV_PARAMS_PREFIX)?;

@@ -34,7 +34,7 @@ use crate::metrics::{euclidean_dist_matrix, median_bandwidth_of, mmd, Mmd};
 use crate::progress::Phase as Progress;
 use crate::run::{write_json_atomic, Meta, RunDir};
 use anyhow::{anyhow, bail, Context, Result};
-use mflow::data::{surface_height, surface_rotation};
+use mflow::data::{surface_foot_point, surface_height};
 use mflow::{
     check_points, train, Control, Dataset, EncoderConfig, EvalReport, FlowConfig, LossWeights, ManifoldFlow,
     MflowError, ModelConfig, ModelKind, Observer, OptimConfig, Precision, Schedule, StepReport, TrainConfig, Transform,
@@ -392,23 +392,6 @@ fn sphere_log_density(x: [f64; 3]) -> f64 {
         }
     }
     log_sum_exp(&terms) - a.sin().max(1e-300).ln()
-}
-
-/// The foot point `(a, b)` on the polynomial surface (unrotated coordinates) of `y`, by Gauss-Newton.
-fn surface_foot_point(y: [f64; 3]) -> (f64, f64) {
-    let r = surface_rotation();
-    let q: Vec<f64> = (0..3).map(|j| (0..3).map(|i| r[i][j] * y[i]).sum()).collect();
-    let (mut a, mut b) = (q[0], q[1]);
-    for _ in 0..50 {
-        let (p, g) = surface_height(a, b);
-        let res = [a - q[0], b - q[1], p - q[2]];
-        let (j11, j12, j22) = (1.0 + g[0] * g[0], g[0] * g[1], 1.0 + g[1] * g[1]);
-        let (r1, r2) = (res[0] + g[0] * res[2], res[1] + g[1] * res[2]);
-        let det = j11 * j22 - j12 * j12;
-        a -= (j22 * r1 - j12 * r2) / det;
-        b -= (j11 * r2 - j12 * r1) / det;
-    }
-    (a, b)
 }
 
 /// The true log-density of the polynomial-surface mixture (area measure of the surface) at the closest point of

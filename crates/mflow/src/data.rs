@@ -160,27 +160,39 @@ fn surface(n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
     out
 }
 
-/// Distance of rows `[B, 3]` to the rotated surface: Gauss-Newton on the foot point `(a, b, p(a, b))`
-/// in the unrotated frame, from `(x_1, x_2)`.
-fn surface_distance(x: &Tensor) -> Tensor {
+/// `y` in the unrotated frame of the polynomial surface: R^T y.
+fn surface_frame(y: [f64; 3]) -> [f64; 3] {
     let r = surface_rotation();
+    std::array::from_fn(|b| (0..3).map(|a| r[a][b] * y[a]).sum())
+}
+
+/// The foot point `(a, b)` (unrotated coordinates) of the point of the rotated polynomial surface nearest
+/// to `y`: 50 Gauss-Newton steps on `(a, b, p(a, b))` from `(x_1, x_2)` of R^T y.
+pub fn surface_foot_point(y: [f64; 3]) -> (f64, f64) {
+    let q = surface_frame(y);
+    let (mut a, mut b) = (q[0], q[1]);
+    for _ in 0..50 {
+        let (p, g) = surface_height(a, b);
+        let res = [a - q[0], b - q[1], p - q[2]];
+        // J = [[1, 0], [0, 1], [g0, g1]]; solve (J^T J) delta = -J^T res.
+        let (j11, j12, j22) = (1.0 + g[0] * g[0], g[0] * g[1], 1.0 + g[1] * g[1]);
+        let (r1, r2) = (res[0] + g[0] * res[2], res[1] + g[1] * res[2]);
+        let det = j11 * j22 - j12 * j12;
+        a -= (j22 * r1 - j12 * r2) / det;
+        b -= (j11 * r2 - j12 * r1) / det;
+    }
+    (a, b)
+}
+
+/// Distance of rows `[B, 3]` to the rotated surface, through [`surface_foot_point`].
+fn surface_distance(x: &Tensor) -> Tensor {
     let rows = Vec::<f64>::try_from(x.reshape([-1])).expect("f64 rows");
     let dist: Vec<f64> = rows
         .chunks(3)
         .map(|y| {
-            // x' = R^T y.
-            let q: Vec<f64> = (0..3).map(|b| (0..3).map(|a| r[a][b] * y[a]).sum()).collect();
-            let (mut a, mut b) = (q[0], q[1]);
-            for _ in 0..50 {
-                let (p, g) = surface_height(a, b);
-                let res = [a - q[0], b - q[1], p - q[2]];
-                // J = [[1, 0], [0, 1], [g0, g1]]; solve (J^T J) delta = -J^T res.
-                let (j11, j12, j22) = (1.0 + g[0] * g[0], g[0] * g[1], 1.0 + g[1] * g[1]);
-                let (r1, r2) = (res[0] + g[0] * res[2], res[1] + g[1] * res[2]);
-                let det = j11 * j22 - j12 * j12;
-                a -= (j22 * r1 - j12 * r2) / det;
-                b -= (j11 * r2 - j12 * r1) / det;
-            }
+            let y = [y[0], y[1], y[2]];
+            let q = surface_frame(y);
+            let (a, b) = surface_foot_point(y);
             let p = surface_height(a, b).0;
             ((a - q[0]).powi(2) + (b - q[1]).powi(2) + (p - q[2]).powi(2)).sqrt()
         })
